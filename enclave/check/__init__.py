@@ -1,0 +1,75 @@
+"""check: untrusted SQL in, a checked query or every violation out. No data is touched.
+
+Order: bounded parse -> grammar allow-list -> normalise -> semantic checks -> qualify against the
+manifest -> the same checks again on the qualified tree (fail closed if they disagree) -> describe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from enclave.catalog.manifest import Manifest
+from enclave.check.grammar import check_grammar
+from enclave.check.parse import parse
+from enclave.check.query import CheckedQuery, describe, normalize, qualified
+from enclave.check.semantics import SEMANTIC_CHECKS, Context
+from enclave.check.violations import CODES, Violation
+from enclave.policy.rules import Rules
+
+__all__ = ["CODES", "CheckResult", "CheckedQuery", "Violation", "check", "recheck"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Accepted with the checked query, or refused with every violation found."""
+
+    violations: tuple[Violation, ...]
+    query: CheckedQuery | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.query is not None and not self.violations
+
+
+def _violations(tree: exp.Expr, ctx: Context) -> list[Violation]:
+    found = check_grammar(tree, ctx.source, ctx.rules)
+    if found or not isinstance(tree, exp.Select):
+        return found
+    for rule in SEMANTIC_CHECKS:
+        found.extend(rule(tree, ctx))
+    return found
+
+
+def recheck(query: CheckedQuery, rules: Rules, manifest: Manifest) -> list[Violation]:
+    """Run every check again on a checked query's qualified tree: it must find nothing."""
+    return _violations(query.tree, Context(query.canonical_sql, rules, manifest))
+
+
+def check(source: str, rules: Rules, manifest: Manifest) -> CheckResult:
+    """Check one SQL text against the rules and a dataset's manifest. Never raises on any input."""
+    try:
+        return _check(source, rules, manifest)
+    except Exception:  # fail closed: an unforeseen input is a refusal, never a crash
+        return CheckResult((Violation("internal_check_failed", "The query could not be checked."),))
+
+
+def _check(source: str, rules: Rules, manifest: Manifest) -> CheckResult:
+    tree, found = parse(source, rules.limits)
+    if tree is None:
+        return CheckResult(tuple(found))
+    ctx = Context(source, rules, manifest)
+    found = check_grammar(tree, source, rules)
+    if found or not isinstance(tree, exp.Select):
+        return CheckResult(tuple(found))
+    tree = normalize(tree, manifest)
+    found = _violations(tree, ctx)
+    if found:
+        return CheckResult(tuple(found))
+    query = describe(qualified(tree, manifest), ctx)
+    again = recheck(query, rules, manifest)
+    if again:
+        codes = ", ".join(sorted({v.code for v in again}))
+        return CheckResult((Violation("internal_check_failed", f"The qualified query failed a re-check ({codes})."),))
+    return CheckResult((), query)

@@ -1,0 +1,84 @@
+"""Bounds of a numeric expression, by interval arithmetic over manifest bounds and literals.
+
+SUM and AVG need an argument whose values lie in known bounds: they are clamped to them, and the
+bounds give the sensitivity that calibrates the noise. A measure column has declared bounds; so does
+an expression built from bounded columns, numeric literals, CASE/IF branches, COALESCE, LEAST/GREATEST,
+ABS, casts of booleans and + - * (CASE WHEN proficient THEN 1 ELSE 0 END lies in [0, 1]). Anything else
+(division, strings, unbounded columns) has no bounds, and the check refuses to sum it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from sqlglot import exp
+
+from enclave.catalog.manifest import Column
+
+Interval = tuple[float, float]
+Lookup = Callable[[exp.Column], Column | None]
+_NUMERIC = {*exp.DataType.NUMERIC_TYPES}
+
+
+def _hull(nodes: list[exp.Expr | None], lookup: Lookup) -> Interval | None:
+    """The interval covering every branch; a NULL branch adds no value, an unbounded one spoils all."""
+    parts = [bounds(node, lookup) for node in nodes if node is not None and not isinstance(node, exp.Null)]
+    if not parts or any(part is None for part in parts):
+        return None
+    return (min(p[0] for p in parts), max(p[1] for p in parts))  # type: ignore[index]
+
+
+def _product(a: Interval, b: Interval) -> Interval:
+    corners = [x * y for x in a for y in b]
+    return (min(corners), max(corners))
+
+
+def bounds(node: exp.Expr, lookup: Lookup) -> Interval | None:
+    """The interval every value of `node` lies in (NULLs aside), or None when it cannot be known."""
+    match node:
+        case exp.Paren() | exp.Alias():
+            return bounds(node.this, lookup)
+        case exp.Literal(is_string=False):
+            value = float(node.this)
+            return (value, value) if math.isfinite(value) else None
+        case exp.Column():
+            column = lookup(node)
+            if column is not None and column.type == "BOOLEAN":
+                return (0.0, 1.0)
+            return column.value_bounds if column is not None else None
+        case exp.Boolean():
+            return (0.0, 1.0)
+        case exp.Cast() | exp.TryCast():
+            target = node.args.get("to")
+            inner = bounds(node.this, lookup)
+            is_numeric = isinstance(target, exp.DataType) and target.this in _NUMERIC
+            return inner if is_numeric else None
+        case exp.Neg():
+            inner = bounds(node.this, lookup)
+            return (-inner[1], -inner[0]) if inner else None
+        case exp.Abs():
+            inner = bounds(node.this, lookup)
+            if inner is None:
+                return None
+            low = 0.0 if inner[0] <= 0 <= inner[1] else min(abs(inner[0]), abs(inner[1]))
+            return (low, max(abs(inner[0]), abs(inner[1])))
+        case exp.Add() | exp.Sub() | exp.Mul():
+            left, right = bounds(node.left, lookup), bounds(node.right, lookup)
+            if left is None or right is None:
+                return None
+            if isinstance(node, exp.Add):
+                return (left[0] + right[0], left[1] + right[1])
+            if isinstance(node, exp.Sub):
+                return (left[0] - right[1], left[1] - right[0])
+            return _product(left, right)
+        case exp.Case():
+            branches = [branch.args.get("true") for branch in node.args.get("ifs") or []]
+            return _hull([*branches, node.args.get("default")], lookup)
+        case exp.If():
+            return _hull([node.args.get("true"), node.args.get("false")], lookup)
+        case exp.Coalesce() | exp.Least() | exp.Greatest():
+            return _hull([node.this, *node.expressions], lookup)
+        case exp.Null():
+            return None
+    return None

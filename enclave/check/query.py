@@ -1,0 +1,138 @@
+"""The checked query: the qualified tree plus what each output column is, handed to the rewrite stage.
+
+Normalisation happens before the semantic checks (GROUP BY ALL, positions and aliases become the
+expressions they stand for; every output column gets its name as an alias), qualification after them
+(sqlglot's `qualify` against the manifest's schema, so every column names its table). The result is a
+canonical tree: two queries that mean the same thing render the same SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+from sqlglot.optimizer.qualify import qualify
+
+from enclave.catalog.manifest import Manifest
+from enclave.check.bounds import Interval, bounds
+from enclave.check.scope import sources
+from enclave.check.semantics import (
+    Context,
+    aggregate_function,
+    group_keys,
+    order_position,
+    output_items,
+    output_name,
+)
+
+
+@dataclass(frozen=True)
+class KeyColumn:
+    """An output column that is a grouping key."""
+
+    name: str
+    expr: exp.Expr
+
+
+@dataclass(frozen=True)
+class AggregateColumn:
+    """An output column that is an aggregate: count, count_distinct_unit, sum or avg of `arg`."""
+
+    name: str
+    function: str
+    arg: exp.Expr | None
+    bounds: Interval | None
+
+
+OutputColumn = KeyColumn | AggregateColumn
+
+
+@dataclass(frozen=True)
+class CheckedQuery:
+    """A query that passed every check, in canonical (qualified) form, with its output described."""
+
+    dataset: str
+    tree: exp.Select
+    columns: tuple[OutputColumn, ...]
+    order: tuple[tuple[int, bool], ...]
+    unit: exp.Column
+    rules_sha256: str
+
+    @property
+    def keys(self) -> tuple[KeyColumn, ...]:
+        return tuple(c for c in self.columns if isinstance(c, KeyColumn))
+
+    @property
+    def aggregates(self) -> tuple[AggregateColumn, ...]:
+        return tuple(c for c in self.columns if isinstance(c, AggregateColumn))
+
+    @property
+    def canonical_sql(self) -> str:
+        return self.tree.sql("duckdb", comments=False)
+
+
+def normalize(tree: exp.Select, manifest: Manifest) -> exp.Select:
+    """GROUP BY ALL, positions and output aliases replaced by their expressions; every output named."""
+    tree = tree.copy()
+    items = output_items(tree)
+    aliases = {item.alias.lower(): item.this for item in tree.expressions if isinstance(item, exp.Alias)}
+    columns = {name for s in sources(tree) if s.table in manifest.tables
+               for name in manifest.tables[s.table].columns}
+    group = tree.args.get("group")
+    if group is not None:
+        if group.args.get("all"):
+            keys = [item.copy() for item in items if not item.find(exp.AggFunc)]
+        else:
+            keys = [_expand_group_key(key, items, aliases, columns) for key in group.expressions]
+        tree.set("group", exp.Group(expressions=keys))
+    for index, item in enumerate(tree.expressions):
+        if not isinstance(item, exp.Alias):
+            item.replace(exp.alias_(item.copy(), output_name(item), quoted=True))
+        tree.expressions[index].meta.update(item.meta)
+    return tree
+
+
+def _expand_group_key(key: exp.Expr, items: list[exp.Expr], aliases: dict[str, exp.Expr],
+                      columns: set[str]) -> exp.Expr:
+    if isinstance(key, exp.Literal) and not key.is_string and key.this.isdigit():
+        position = int(key.this) - 1
+        return items[position].copy() if 0 <= position < len(items) else key
+    # As in DuckDB, a table column wins over an output alias of the same name.
+    if isinstance(key, exp.Column) and not key.table and key.name.lower() not in columns:
+        target = aliases.get(key.name.lower())
+        if target is not None:
+            return target.copy()
+    return key
+
+
+def qualified(tree: exp.Select, manifest: Manifest) -> exp.Select:
+    """sqlglot's qualify against the manifest's schema: every column named by its table, quoted."""
+    schema = {name: {c: spec.type for c, spec in table.columns.items()} for name, table in manifest.tables.items()}
+    return qualify(tree.copy(), schema=schema, dialect="duckdb", validate_qualify_columns=True,
+                   quote_identifiers=True)
+
+
+def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
+    """The checked query's output columns and order, read off its qualified tree."""
+    scope = sources(tree)
+    keys = group_keys(tree)
+    columns: list[OutputColumn] = []
+    for item, inner in zip(tree.expressions, output_items(tree), strict=True):
+        name = output_name(item)
+        if isinstance(inner, exp.AggFunc):
+            function = aggregate_function(inner)
+            arg = None if isinstance(inner.this, exp.Star | exp.Distinct) else inner.this
+            interval = None
+            if function in ("sum", "avg") and arg is not None:
+                interval = bounds(arg, lambda c: (r.column if (r := ctx.resolve(c, scope)) else None))
+            columns.append(AggregateColumn(name, function, arg, interval))
+        else:
+            columns.append(KeyColumn(name, next(key for key in keys if key == inner)))
+    order = tree.args.get("order")
+    ordering = tuple(
+        (position, bool(ordered.args.get("desc")))
+        for ordered in (order.expressions if order is not None else [])
+        if (position := order_position(ordered, tree)) is not None
+    )
+    unit = exp.column(ctx.manifest.privacy_unit, table=scope[0].alias, quoted=True)
+    return CheckedQuery(ctx.manifest.name, tree, tuple(columns), ordering, unit, ctx.rules.sha256)

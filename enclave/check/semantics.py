@@ -1,0 +1,311 @@
+"""Semantic checks: names, roles, joins, aggregates and the shape of the output.
+
+Each check is a pure function of (tree, context) returning violations, and `SEMANTIC_CHECKS` applies
+them in order; adding a rule is adding one function here and one fixture file in tests/fixtures/check.
+They run after the grammar check has accepted the tree, so each may assume one flat SELECT built from
+allowed nodes, and they run again on the qualified tree (fail closed if that ever finds something new).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from enclave.catalog.manifest import Manifest
+from enclave.check.bounds import bounds
+from enclave.check.scope import Resolved, Source, candidates, sources, usable_columns
+from enclave.check.violations import Violation, at
+from enclave.policy.rules import Rules
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every check may read: the query text (for positions), the rules and the manifest."""
+
+    source: str
+    rules: Rules
+    manifest: Manifest
+
+    def resolve(self, column: exp.Column, scope: list[Source]) -> Resolved | None:
+        found = candidates(column, scope, self.manifest)
+        return found[0] if len(found) == 1 else None
+
+
+Check = Callable[[exp.Select, Context], list[Violation]]
+
+
+def output_items(tree: exp.Select) -> list[exp.Expr]:
+    """The SELECT list with aliases removed."""
+    return [item.this if isinstance(item, exp.Alias) else item for item in tree.expressions]
+
+
+def output_name(item: exp.Expr) -> str:
+    """An output column's name: its alias, its column name, or its expression text."""
+    if isinstance(item, exp.Alias):
+        return item.alias
+    if isinstance(item, exp.Column):
+        return item.name
+    return item.sql("duckdb", comments=False).lower()
+
+
+def group_keys(tree: exp.Select) -> list[exp.Expr]:
+    group = tree.args.get("group")
+    return list(group.expressions) if group is not None else []
+
+
+def _inside(node: exp.Expr, kinds: tuple[type[exp.Expr], ...]) -> bool:
+    return node.find_ancestor(*kinds) is not None
+
+
+def _is_unit(column: exp.Column, scope: list[Source], ctx: Context) -> bool:
+    resolved = ctx.resolve(column, scope)
+    return resolved is not None and resolved.column.role == "privacy_unit"
+
+
+def check_tables(tree: exp.Select, ctx: Context) -> list[Violation]:
+    """Every table is a table of the dataset, under a distinct name."""
+    found, seen = [], set()
+    for source in sources(tree):
+        if source.table not in ctx.manifest.tables:
+            found.append(at("unknown_table", f"Table {source.node.name} is not in dataset {ctx.manifest.name}.",
+                            ctx.source, source.node.this,
+                            "tables: " + ", ".join(ctx.manifest.tables)))
+        if source.alias in seen:
+            found.append(at("duplicate_alias", f"The name {source.alias} is used for two tables.", ctx.source,
+                            source.node, "give each table its own alias"))
+        seen.add(source.alias)
+    return found
+
+
+def check_joins(tree: exp.Select, ctx: Context) -> list[Violation]:
+    """Joins are inner (or left, if allowed) and only on equality of the privacy unit of two tables."""
+    joins = tree.args.get("joins") or []
+    unit = ctx.manifest.privacy_unit
+    remedy = f"JOIN <table> ON a.{unit} = b.{unit}, or JOIN <table> USING ({unit})"
+    found = []
+    if len(joins) > ctx.rules.limits.max_joins:
+        found.append(at("too_many_joins", f"{len(joins)} joins; the limit is {ctx.rules.limits.max_joins}.",
+                        ctx.source, joins[ctx.rules.limits.max_joins]))
+    scope = sources(tree)
+    for index, join in enumerate(joins):
+        side = (join.side or "").lower()
+        kind = (join.kind or "").upper()
+        wanted = side or "inner"
+        if join.method or kind not in ("", "INNER", "OUTER") or (kind == "OUTER" and not side) or (
+            wanted not in ctx.rules.join_kinds
+        ):
+            label = " ".join(p for p in (join.method, side.upper(), kind) if p) or "this"
+            found.append(at("join_not_allowed", f"{label} join is not allowed.", ctx.source, join.this,
+                            f"allowed: {', '.join(k.upper() for k in ctx.rules.join_kinds)} {remedy}"))
+            continue
+        using = join.args.get("using") or []
+        on = join.args.get("on")
+        if using:
+            if [u.name.lower() for u in using] != [unit]:
+                found.append(at("join_condition_not_allowed", f"Joins may use only USING ({unit}).",
+                                ctx.source, using[0], remedy))
+            continue
+        joined, earlier = scope[index + 1] if index + 1 < len(scope) else None, scope[: index + 1]
+        if not _unit_equality(on, joined, earlier, scope, ctx):
+            found.append(at("join_condition_not_allowed",
+                            f"A join must be exactly equality of {unit} between two tables." if on else
+                            "A join without a condition (CROSS or comma join) is not allowed.",
+                            ctx.source, on if on is not None else join.this, remedy))
+    return found
+
+
+def _unit_equality(on: exp.Expr | None, joined: Source | None, earlier: list[Source], scope: list[Source],
+                   ctx: Context) -> bool:
+    if not isinstance(on, exp.EQ) or joined is None:
+        return False
+    sides = [on.this, on.expression]
+    if not all(isinstance(side, exp.Column) for side in sides):
+        return False
+    resolved = [ctx.resolve(side, scope) for side in sides]
+    if any(r is None or r.column.role != "privacy_unit" for r in resolved):
+        return False
+    aliases = {r.source.alias for r in resolved}  # type: ignore[union-attr]
+    return joined.alias in aliases and len(aliases) == 2 and bool(aliases & {s.alias for s in earlier})
+
+
+def _column_place(column: exp.Column) -> str:
+    node: exp.Expr = column
+    while node.parent is not None:
+        parent, key = node.parent, node.arg_key
+        if isinstance(parent, exp.Join) and key == "on":
+            return "join"
+        if isinstance(parent, exp.Distinct) and node is column and isinstance(parent.parent, exp.Count):
+            return "count_distinct"
+        if isinstance(parent, exp.Order):
+            return "order"
+        node = parent
+    return "expression"
+
+
+def check_columns(tree: exp.Select, ctx: Context) -> list[Violation]:
+    """Every column exists in exactly one table of the query and is used as its role allows."""
+    scope = sources(tree)
+    known = {s.alias for s in scope}
+    unit = ctx.manifest.privacy_unit
+    usable = ", ".join(usable_columns(scope, ctx.manifest))
+    found = []
+    for column in tree.find_all(exp.Column):
+        place = _column_place(column)
+        if place == "order":
+            continue  # ORDER BY names output columns; check_order judges it
+        if column.table and column.table.lower() not in known:
+            found.append(at("unknown_alias", f"{column.table} is not a table or alias of this query.", ctx.source,
+                            column, f"tables here: {', '.join(sorted(known))}"))
+            continue
+        readings = candidates(column, scope, ctx.manifest)
+        if not readings:
+            found.append(at("unknown_column", f"Column {column.sql('duckdb')} does not exist in the query's "
+                            "tables.", ctx.source, column, f"allowed columns: {usable}"))
+        elif len(readings) > 1:
+            tables = " or ".join(f"{r.source.alias}.{r.name}" for r in readings)
+            found.append(at("ambiguous_column", f"Column {column.name} is in several tables.", ctx.source,
+                            column, f"write {tables}"))
+        elif readings[0].column.role == "restricted":
+            found.append(at("restricted_column", f"Column {column.name} is restricted: it cannot be used in "
+                            "a query.", ctx.source, column, f"allowed columns: {usable}"))
+        elif readings[0].column.role == "privacy_unit" and place not in ("join", "count_distinct"):
+            found.append(at("restricted_column", f"{column.name} is the privacy unit: it may only join tables "
+                            f"and be counted as COUNT(DISTINCT {unit}).", ctx.source, column,
+                            f"allowed columns: {usable}"))
+    return found
+
+
+def check_aggregates(tree: exp.Select, ctx: Context) -> list[Violation]:
+    """Aggregates are allowed ones, stand alone as output columns, and SUM/AVG have bounded arguments."""
+    scope = sources(tree)
+    outputs = {id(item) for item in output_items(tree)}
+    allowed = set(ctx.rules.aggregates)
+    found, count = [], 0
+    for node in tree.find_all(exp.AggFunc):
+        count += 1
+        if _inside(node, (exp.Where, exp.Group, exp.Join)) or _inside(node, (exp.AggFunc,)):
+            found.append(at("aggregate_misplaced", "An aggregate may appear only as an output column.",
+                            ctx.source, node))
+            continue
+        if id(node) not in outputs:
+            found.append(at("output_not_aggregate", "An output column must be exactly one aggregate or a "
+                            "grouping key, not an expression of an aggregate.", ctx.source, node.parent,
+                            "output the aggregate itself; round or scale the released value afterwards"))
+            continue
+        found.extend(_aggregate_form(node, scope, allowed, ctx))
+    if count > ctx.rules.limits.max_aggregates:
+        found.append(at("too_many_aggregates", f"{count} aggregates; the limit is "
+                        f"{ctx.rules.limits.max_aggregates}.", ctx.source, tree.expressions[-1]))
+    return found
+
+
+def aggregate_function(node: exp.AggFunc) -> str:
+    """The rules' name for an aggregate node: count, count_distinct_unit, sum or avg."""
+    if isinstance(node, exp.Count):
+        return "count_distinct_unit" if isinstance(node.this, exp.Distinct) else "count"
+    return node.key
+
+
+def _aggregate_form(node: exp.AggFunc, scope: list[Source], allowed: set[str], ctx: Context) -> list[Violation]:
+    unit = ctx.manifest.privacy_unit
+    function = aggregate_function(node)
+    if function == "count_distinct_unit":
+        inner = node.this.expressions
+        if len(inner) != 1 or not isinstance(inner[0], exp.Column) or not _is_unit(inner[0], scope, ctx):
+            return [at("distinct_not_allowed", f"COUNT(DISTINCT ...) is allowed only for {unit}.", ctx.source,
+                       node, f"count persons with COUNT(DISTINCT {unit}), or rows with COUNT(*)")]
+    if node.expressions:
+        return [at("aggregate_not_allowed", "An aggregate takes one argument here.", ctx.source, node)]
+    if function not in allowed:
+        return [at("aggregate_not_allowed", f"{function.upper()} is not allowed by the rules.", ctx.source, node,
+                   "allowed aggregates: " + ", ".join(sorted(allowed)))]
+    if function in ("sum", "avg") and bounds(node.this, lambda c: _lookup(c, scope, ctx)) is None:
+        bounded = [f"{s.alias}.{n}" for s in scope for n, c in
+                   (ctx.manifest.tables[s.table].columns.items() if s.table in ctx.manifest.tables else [])
+                   if c.value_bounds is not None or c.type == "BOOLEAN"]
+        return [at("unbounded_aggregate", f"{function.upper()} needs an argument with known bounds.",
+                   ctx.source, node.this, "aggregate a bounded column (" + ", ".join(bounded) + ") or an "
+                   "expression of them and literals, e.g. CASE WHEN ... THEN 1 ELSE 0 END")]
+    return []
+
+
+def _lookup(column: exp.Column, scope: list[Source], ctx: Context):  # noqa: ANN202
+    resolved = ctx.resolve(column, scope)
+    return resolved.column if resolved is not None and resolved.column.role != "restricted" else None
+
+
+def check_output(tree: exp.Select, ctx: Context) -> list[Violation]:
+    """Every output column is one aggregate or a grouping key; every key is output; names are unique."""
+    keys = group_keys(tree)
+    items = output_items(tree)
+    found = []
+    for item in items:
+        if isinstance(item, exp.AggFunc) or item.find(exp.AggFunc):
+            continue  # check_aggregates judges aggregates
+        if not any(item == key for key in keys):
+            found.append(at("output_not_aggregate", "An output column must be an aggregate or a GROUP BY key.",
+                            ctx.source, item, "add it to GROUP BY, or aggregate it"))
+    if not any(item.find(exp.AggFunc) for item in items):
+        found.append(at("no_aggregate", "The query has no aggregate, so it would list keys or rows.",
+                        ctx.source, tree.expressions[0] if tree.expressions else None,
+                        "add COUNT(*), COUNT(DISTINCT ...), SUM(...) or AVG(...)"))
+    for key in keys:
+        if key.find(exp.AggFunc):
+            continue
+        if not key.find(exp.Column):
+            found.append(at("group_key_aggregate", "A GROUP BY key must depend on a column.", ctx.source, key))
+        elif not any(key == item for item in items):
+            found.append(at("group_key_not_output", "Every GROUP BY key must also be an output column.",
+                            ctx.source, key, "add it to the SELECT list"))
+    if len(keys) > ctx.rules.limits.max_group_keys:
+        found.append(at("too_many_group_keys", f"{len(keys)} GROUP BY keys; the limit is "
+                        f"{ctx.rules.limits.max_group_keys}.", ctx.source, keys[ctx.rules.limits.max_group_keys]))
+    names = [output_name(item).lower() for item in tree.expressions]
+    for item, name in zip(tree.expressions, names, strict=True):
+        if names.count(name) > 1:
+            found.append(at("duplicate_output_name", f"Two output columns are named {name}.", ctx.source, item,
+                            "give each output column its own alias"))
+            break
+    return found
+
+
+def order_position(ordered: exp.Ordered, tree: exp.Select) -> int | None:
+    """The output column an ORDER BY item names (0-based), by position, alias or expression."""
+    target = ordered.this
+    items = output_items(tree)
+    if isinstance(target, exp.Literal) and not target.is_string and target.this.isdigit():
+        position = int(target.this) - 1
+        return position if 0 <= position < len(items) else None
+    if isinstance(target, exp.Column) and not target.table:
+        names = [output_name(item).lower() for item in tree.expressions]
+        if target.name.lower() in names:
+            return names.index(target.name.lower())
+    for index, item in enumerate(items):
+        if target == item:
+            return index
+    return None
+
+
+def check_order(tree: exp.Select, ctx: Context) -> list[Violation]:
+    """ORDER BY may only name output columns; the released table is sorted after noise is added."""
+    order = tree.args.get("order")
+    if order is None:
+        return []
+    return [
+        at("order_not_output", "ORDER BY may only name output columns.", ctx.source, ordered.this,
+           "order by an output column's alias or position")
+        for ordered in order.expressions
+        if order_position(ordered, tree) is None
+    ]
+
+
+SEMANTIC_CHECKS: tuple[Check, ...] = (
+    check_tables,
+    check_joins,
+    check_columns,
+    check_aggregates,
+    check_output,
+    check_order,
+)

@@ -1,0 +1,144 @@
+"""The typed query rules and their loader.
+
+Rules are policy as code: a reviewed YAML file, validated here at start-up so that a typo fails loudly
+instead of silently allowing or refusing something. The loaded file's SHA-256 (`Rules.sha256`) is what
+audit records cite, so anyone can tell exactly which policy judged a query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import sqlglot
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, field_validator, model_validator
+from sqlglot import exp
+
+Aggregate = Literal["count", "count_distinct_unit", "sum", "avg"]
+JoinKind = Literal["inner", "left"]
+
+# How a function name is probed: the first call shape that sqlglot parses into a function node wins.
+_PROBE_CALLS = ("{}(x)", "{}(x, y)", "{}('day', x)", "{}('day', x, y)", "{}(year FROM x)")
+
+
+def function_key(node: exp.Func) -> str:
+    """The name a function node is allowed under: sqlglot's canonical key, or the written name."""
+    if isinstance(node, exp.Anonymous):
+        return f"anonymous:{node.name.lower()}"
+    return node.key
+
+
+def _resolve_function(name: str) -> str:
+    for shape in _PROBE_CALLS:
+        try:
+            node = sqlglot.parse_one(f"SELECT {shape.format(name)}", read="duckdb").expressions[0]
+        except sqlglot.errors.SqlglotError:
+            continue
+        if isinstance(node, exp.Func) and not isinstance(node, exp.AggFunc):
+            return function_key(node)
+    raise ValueError(f"function {name!r} is not a scalar function sqlglot's DuckDB dialect knows")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    max_sql_chars: PositiveInt = Field(description="Characters of SQL text accepted.")
+    max_tokens: PositiveInt = Field(description="Lexical tokens, counted before parsing.")
+    max_nodes: PositiveInt = Field(description="Nodes of the parsed tree.")
+    max_depth: PositiveInt = Field(le=64, description="Nesting of brackets and of the parsed tree.")
+    max_joins: int = Field(ge=0)
+    max_group_keys: int = Field(ge=0)
+    max_aggregates: PositiveInt
+    max_output_groups: PositiveInt = Field(description="Groups a result may hold before it is refused.")
+
+
+class PrivacyDefaults(_Strict):
+    default_epsilon: float = Field(gt=0, description="ε charged when a query names none.")
+    max_epsilon: float = Field(gt=0, description="The most ε one query may spend.")
+    alpha: float = Field(gt=0, lt=1, description="Intervals are reported at confidence 1 - alpha.")
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> PrivacyDefaults:
+        if self.default_epsilon > self.max_epsilon:
+            raise ValueError("default_epsilon must not exceed max_epsilon")
+        return self
+
+
+class Execution(_Strict):
+    timeout_seconds: float = Field(gt=0, le=600)
+    memory_limit_mb: PositiveInt
+    threads: PositiveInt
+
+
+class Rules(_Strict):
+    """The query rules: what SQL may say, how much it may cost and how its output is controlled."""
+
+    version: Literal[1]
+    aggregates: list[Aggregate] = Field(min_length=1)
+    operators: list[str] = Field(description="Operator node keys of sqlglot (eq, and, add, case, ...).")
+    functions: list[str] = Field(description="Scalar functions by the name researchers write.")
+    cast_types: list[str]
+    join_kinds: list[JoinKind]
+    limits: Limits
+    privacy: PrivacyDefaults
+    suppression_threshold: int = Field(
+        ge=2, description="Minimum noisy count of persons for a cell to be released; datasets may raise it."
+    )
+    execution: Execution
+
+    @field_validator("operators")
+    @classmethod
+    def _known_operators(cls, value: list[str]) -> list[str]:
+        known = {klass.key for klass in _expression_classes()}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown operator keys: {unknown}")
+        return value
+
+    @field_validator("cast_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        for name in value:
+            exp.DataType.build(name, dialect="duckdb")
+        return [name.lower() for name in value]
+
+    @cached_property
+    def function_keys(self) -> frozenset[str]:
+        """The allowed functions as node keys (see `function_key`)."""
+        return frozenset(_resolve_function(name) for name in self.functions)
+
+    @cached_property
+    def cast_type_keys(self) -> frozenset[exp.DataType.Type]:
+        return frozenset(exp.DataType.build(name, dialect="duckdb").this for name in self.cast_types)
+
+    # Set by load_rules: the hash belongs to the file that was loaded, not to the model's fields.
+    _sha256: str = PrivateAttr(default="")
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the rules file as loaded: what audit records cite."""
+        return self._sha256
+
+
+def _expression_classes() -> list[type[exp.Expr]]:
+    found: list[type[exp.Expr]] = []
+    pending: list[type[exp.Expr]] = [exp.Expr]
+    while pending:
+        klass = pending.pop()
+        found.append(klass)
+        pending.extend(klass.__subclasses__())
+    return found
+
+
+def load_rules(path: Path) -> Rules:
+    """Load and validate one rules file; resolve its function names now, so a bad name fails at start."""
+    raw = path.read_bytes()
+    rules = Rules.model_validate(yaml.safe_load(raw))
+    rules._sha256 = hashlib.sha256(raw).hexdigest()
+    _ = rules.function_keys
+    return rules
