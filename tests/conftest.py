@@ -1,0 +1,42 @@
+"""Shared fixtures: the real rules, the real demo manifest, and a real generated demo database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from enclave.catalog.demo import DemoData, ensure_demo
+from enclave.catalog.manifest import Manifest, load_manifest
+from enclave.pipeline import Enclave
+from enclave.policy import Rules, load_rules
+from enclave.settings import PROJECT_ROOT, Settings
+
+TEST_CHILDREN = 20_000
+
+
+@pytest.fixture(scope="session")
+def rules() -> Rules:
+    return load_rules(PROJECT_ROOT / "query_rules" / "default.yaml")
+
+
+@pytest.fixture(scope="session")
+def manifest() -> Manifest:
+    return load_manifest(PROJECT_ROOT / "datasets" / "demo" / "manifest.yaml")
+
+
+@pytest.fixture(scope="session")
+def enclave_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("enclave-home")
+
+
+@pytest.fixture(scope="session")
+def demo_data(manifest: Manifest, enclave_home: Path) -> DemoData:
+    return ensure_demo(manifest, enclave_home / "data", children=TEST_CHILDREN)
+
+
+@pytest.fixture(scope="session")
+def enclave(enclave_home: Path, demo_data: DemoData) -> Enclave:
+    instance = Enclave(Settings(home=enclave_home, demo_children=TEST_CHILDREN))
+    yield instance
+    instance.close()
