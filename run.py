@@ -47,10 +47,8 @@ def main(argv: list[str]) -> int:
         return 2
     ensure_environment()
     command, rest = argv[0], argv[1:]
-    if command == "demo":
-        args = [str(BIN / "enclave"), "demo", *rest]
-    else:
-        args = [str(BIN / "python"), "-m", "pytest", *rest]
+    program = [str(BIN / "enclave"), "demo"] if command == "demo" else [str(BIN / "python"), "-m", "pytest"]
+    args = [*program, *rest]
     return subprocess.run(args, cwd=ROOT, check=False).returncode
 
 

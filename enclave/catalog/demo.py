@@ -25,7 +25,7 @@ import duckdb
 
 from enclave.catalog.manifest import Manifest
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_CHILDREN = 50_000
 DEFAULT_SEED = 20261121
 
@@ -151,7 +151,8 @@ WHERE in_clinic AND v < 1 + floor(-ln(1 - u('nvisits', i, 0)) * 2.5)::INTEGER
 ANALYSIS_TABLES = ("children", "enrollments", "assessments", "program_sessions", "clinic_visits")
 
 
-def generate(manifest: Manifest, target: Path, *, children: int = DEFAULT_CHILDREN, seed: int = DEFAULT_SEED) -> DemoData:
+def generate(manifest: Manifest, target: Path, *, children: int = DEFAULT_CHILDREN,
+             seed: int = DEFAULT_SEED) -> DemoData:
     """Write the demo database to `target` (atomically) and return it with its data version."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, scratch = tempfile.mkstemp(dir=target.parent, suffix=".duckdb.partial")
@@ -171,6 +172,9 @@ def generate(manifest: Manifest, target: Path, *, children: int = DEFAULT_CHILDR
         con.execute(statements[0], [keys, keys])
         for statement in statements[1:]:
             con.execute(statement)
+        for table_name, table in manifest.tables.items():  # the manifest's types are the contract
+            for column, spec in table.columns.items():
+                con.execute(f'ALTER TABLE {table_name} ALTER COLUMN "{column}" TYPE {spec.type}')
         con.execute("DROP MACRO u; DROP MACRO pick")
         counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ANALYSIS_TABLES}  # noqa: S608
         con.execute("CHECKPOINT")

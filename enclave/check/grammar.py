@@ -157,10 +157,8 @@ class _Walker:
             places = PLACES.get(kind)
             if kind is exp.Select:
                 return parent is None
-            if places is None or (type(parent), arg) in places:
-                return True
-            # a DISTINCT or star in the wrong place is still reported as such
-            return False
+            # a DISTINCT or a star in the wrong place is refused (and reported by its family)
+            return places is None or (type(parent), arg) in places
         if isinstance(node, exp.AggFunc):
             return kind in self.aggregates
         if node.key in self.operators:

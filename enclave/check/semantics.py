@@ -231,7 +231,7 @@ def _aggregate_form(node: exp.AggFunc, scope: list[Source], allowed: set[str], c
     return []
 
 
-def _lookup(column: exp.Column, scope: list[Source], ctx: Context):  # noqa: ANN202
+def _lookup(column: exp.Column, scope: list[Source], ctx: Context):
     resolved = ctx.resolve(column, scope)
     return resolved.column if resolved is not None and resolved.column.role != "restricted" else None
 

@@ -104,7 +104,10 @@ class Rules(_Strict):
     @classmethod
     def _known_types(cls, value: list[str]) -> list[str]:
         for name in value:
-            exp.DataType.build(name, dialect="duckdb")
+            try:
+                exp.DataType.build(name, dialect="duckdb")
+            except sqlglot.errors.SqlglotError:
+                raise ValueError(f"unknown cast type {name!r}") from None
         return [name.lower() for name in value]
 
     @cached_property

@@ -133,19 +133,18 @@ def _bounded(plan: Plan, bounds: Bounds) -> exp.Select:
                    "__row_order", quoted=True),
     ])
     row_ids = ", ".join(f'"__r{i}"' for i in range(len(identity)))
+    # Only integers and this stage's own column names are formatted into these fixed query shapes.
     bounded_rows = sqlglot.parse_one(
-        f'SELECT * FROM "__rows" QUALIFY row_number() OVER (PARTITION BY "__unit" '
+        f'SELECT * FROM "__rows" QUALIFY row_number() OVER (PARTITION BY "__unit" '  # noqa: S608
         f'ORDER BY "__row_order", {row_ids}) <= {int(bounds.max_rows)}', read="duckdb")
-    source = "__bounded_rows"
-    final_source = source
     ctes = [("__rows", rows), ("__bounded_rows", bounded_rows)]
     if plan.keys:
         keys = ", ".join(f'"__k{i}"' for i in range(len(plan.keys)))
         ctes.append(("__bounded", sqlglot.parse_one(
-            f'SELECT * FROM "{source}" QUALIFY dense_rank() OVER (PARTITION BY "__unit" '
+            f'SELECT * FROM "__bounded_rows" QUALIFY dense_rank() OVER (PARTITION BY "__unit" '  # noqa: S608
             f'ORDER BY hash({int(bounds.salt)}, "__unit", {keys}), {keys}) <= {int(bounds.max_groups)}',
             read="duckdb")))
-        final_source = "__bounded"
+    final_source = ctes[-1][0]
     final = exp.select(
         *(exp.alias_(col, k.name, quoted=True) for col, k in zip(key_cols, plan.keys, strict=True)),
         *(exp.alias_(_aggregate(m, arg_cols[m.name].copy() if m.arg else None, unit.copy()), m.name, quoted=True)

@@ -33,7 +33,8 @@ def test_every_violation_is_positioned_inside_the_sql(rules, manifest):
             lines = fixture.sql.splitlines()
             assert 1 <= violation.line <= len(lines), fixture.id
             assert 1 <= violation.col <= len(lines[violation.line - 1]) + 1, fixture.id
-            assert violation.highlight and violation.highlight in fixture.sql, fixture.id
+            assert violation.highlight, fixture.id
+            assert violation.highlight in fixture.sql, fixture.id
 
 
 def test_fixtures_cover_every_check_code():
