@@ -1,0 +1,86 @@
+"""Latency of check + rewrite for a 20-line query, against parsing alone, measured in one run.
+
+    .venv/bin/python bench/check_latency.py [--runs N]
+
+Prints p50 and p99 of check, of check + rewrite, and the ratio to sqlglot parsing the same text (the
+floor: every check must at least parse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import sqlglot
+
+from enclave.catalog.manifest import load_manifest
+from enclave.check import check
+from enclave.policy import load_rules
+from enclave.rewrite import rewrite
+from enclave.settings import PROJECT_ROOT
+
+QUERY = """\
+SELECT
+    c.gender,
+    e.school_year,
+    CASE
+        WHEN e.days_absent >= 18 THEN 'chronic'
+        ELSE 'not chronic'
+    END AS absence,
+    COUNT(DISTINCT e.person_id) AS children,
+    COUNT(*) AS enrollments,
+    AVG(a.scale_score) AS mean_score,
+    AVG(CASE WHEN a.proficient THEN 1 ELSE 0 END) AS proficient_rate,
+    SUM(e.suspensions) AS suspensions
+FROM enrollments e
+JOIN children c ON e.person_id = c.person_id
+JOIN assessments a ON a.person_id = e.person_id
+WHERE e.grade BETWEEN 3 AND 8
+  AND a.subject = 'math'
+  AND c.home_zip IN ('99101', '99102', '99103')
+GROUP BY c.gender, e.school_year, absence
+ORDER BY e.school_year"""
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def timed(function, runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=500)
+    runs = parser.parse_args().runs
+    rules = load_rules(PROJECT_ROOT / "query_rules" / "default.yaml")
+    manifest = load_manifest(PROJECT_ROOT / "datasets" / "demo" / "manifest.yaml")
+    assert QUERY.count("\n") + 1 == 20
+    assert check(QUERY, rules, manifest).accepted
+
+    def check_and_rewrite() -> None:
+        rewrite(check(QUERY, rules, manifest).query, manifest, 42)
+
+    for _ in range(20):  # warm-up
+        check_and_rewrite()
+    parse = timed(lambda: sqlglot.parse_one(QUERY, read="duckdb"), runs)
+    checked = timed(lambda: check(QUERY, rules, manifest), runs)
+    both = timed(check_and_rewrite, runs)
+    p50_parse = percentiles(parse)[0]
+    print(f"20-line query, {runs} runs each")
+    print(f"{'stage':<22}{'p50 ms':>10}{'p99 ms':>10}{'p50 / parse':>14}")
+    for name, samples in (("sqlglot parse only", parse), ("check", checked), ("check + rewrite", both)):
+        p50, p99 = percentiles(samples)
+        print(f"{name:<22}{p50:>10.2f}{p99:>10.2f}{p50 / p50_parse:>13.1f}x")
+
+
+if __name__ == "__main__":
+    main()
