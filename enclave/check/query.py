@@ -108,8 +108,12 @@ def _expand_group_key(key: exp.Expr, items: list[exp.Expr], aliases: dict[str, e
 def qualified(tree: exp.Select, manifest: Manifest) -> exp.Select:
     """sqlglot's qualify against the manifest's schema: every column named by its table, quoted."""
     schema = {name: {c: spec.type for c, spec in table.columns.items()} for name, table in manifest.tables.items()}
-    return qualify(tree.copy(), schema=schema, dialect="duckdb", validate_qualify_columns=True,
-                   quote_identifiers=True)
+    result = qualify(tree.copy(), schema=schema, dialect="duckdb", validate_qualify_columns=True,
+                     quote_identifiers=True)
+    # qualify normalises identifier case; output names come back as the researcher wrote them
+    for item, written in zip(result.expressions, tree.expressions, strict=True):
+        item.set("alias", exp.to_identifier(output_name(written), quoted=True))
+    return result
 
 
 def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:

@@ -42,3 +42,10 @@ def test_fixtures_cover_every_check_code():
     # codes that only arise from inputs too large for a fixture file (tests/check/test_properties.py)
     large_only = {"sql_too_long", "sql_too_complex", "internal_check_failed"}
     assert set(CODES) - large_only <= used, sorted(set(CODES) - large_only - used)
+
+
+def test_output_names_keep_the_case_the_researcher_wrote(rules, manifest):
+    result = check('SELECT school, count(*) AS "Number of Enrollments" FROM enrollments GROUP BY school',
+                   rules, manifest)
+    assert [c.name for c in result.query.columns] == ["school", "Number of Enrollments"]
+    assert 'AS "Number of Enrollments"' in result.query.canonical_sql
