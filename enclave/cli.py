@@ -1,20 +1,26 @@
-"""The `enclave` command: check SQL, run the demo, regenerate the published JSON Schemas.
+"""The `enclave` command: check and query SQL, verify and export the audit log, run the demo.
 
-No command prints un-noised results: the demo executes queries in the sandbox to show the pipeline
-working, and withholds every value until the protection stage releases it.
+No command prints an un-noised value: `query` and `demo` print protected releases only, each recorded in
+the audit log before it is shown. Queries run as the demo researcher on the embedded store until the
+service (with real identities) arrives.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
+from pathlib import Path
 
+from enclave.audit.signing import load_public_key
+from enclave.audit.verify import verify_lines
 from enclave.catalog.manifest import Manifest
 from enclave.check import CheckResult
-from enclave.execute.sandbox import ExecutionError
-from enclave.pipeline import Enclave, UnknownDataset
+from enclave.disclosure.plan import PlanError, PrivacyPlan
+from enclave.disclosure.release import Cell, Release
+from enclave.pipeline import DEMO_RESEARCHER, Enclave, QueryError, UnknownDataset, plan_summary
 from enclave.policy.rules import Rules
 from enclave.settings import PROJECT_ROOT, Settings
 
@@ -42,7 +48,7 @@ def schema_text(model: type) -> str:
     return json.dumps(model.model_json_schema(by_alias=True), indent=2, sort_keys=True) + "\n"
 
 
-def _print_check(result: CheckResult, sql: str, as_json: bool) -> None:
+def _print_check(result: CheckResult, sql: str, plan: PrivacyPlan | None, as_json: bool) -> None:
     if as_json:
         payload: dict[str, object] = {"accepted": result.accepted,
                                       "violations": [v.to_dict() for v in result.violations]}
@@ -51,22 +57,113 @@ def _print_check(result: CheckResult, sql: str, as_json: bool) -> None:
             payload["rules_sha256"] = result.query.rules_sha256
             payload["columns"] = [{"name": c.name, "kind": getattr(c, "function", "key")}
                                   for c in result.query.columns]
+        if plan is not None:
+            payload["plan"] = plan_summary(plan)
         print(json.dumps(payload, indent=2))
         return
     if result.accepted and result.query is not None:
         print(f"accepted (rules {result.query.rules_sha256[:12]})")
         print(f"  canonical: {result.query.canonical_sql}")
+        if plan is not None:
+            _print_plan(plan)
         return
     print(f"refused: {len(result.violations)} violation(s)")
     for violation in result.violations:
         print(violation.render(sql))
 
 
+def _print_plan(plan: PrivacyPlan) -> None:
+    summary = plan_summary(plan)
+    print(f"  cost: ε={plan.epsilon:g}, δ={plan.delta:.2g}; groups by {summary['group_selection']}; "
+          f"cells with fewer than {plan.suppression_threshold} persons are suppressed")
+    for q in plan.quantities:
+        print(f"    {q.column}: {q.mechanism}, sensitivity {q.sensitivity:g}, scale {q.scale:.4g}, ε {q.epsilon:.4g}, "
+              f"±{q.accuracy:.4g} at {100 * (1 - plan.alpha):g}%")
+
+
 def _cmd_check(enclave: Enclave, args: argparse.Namespace) -> int:
     sql = sys.stdin.read() if args.sql == "-" else args.sql
-    result = enclave.check(args.dataset, sql)
-    _print_check(result, sql, args.json)
+    prepared = enclave.prepare(args.dataset, sql) if args.dataset == "demo" else None
+    result = prepared.result if prepared is not None else enclave.check(args.dataset, sql)
+    plan = None
+    if prepared is not None and prepared.rewritten is not None:
+        try:
+            plan = enclave.plan(args.dataset, prepared.rewritten, args.epsilon)
+        except PlanError as error:
+            print(f"refused: {error.code}: {error.message}")
+            return 1
+    _print_check(result, sql, plan, args.json)
     return 0 if result.accepted else 1
+
+
+def _print_release(release: Release) -> None:
+    names = [c.name for c in release.columns]
+    table = [[_shown(cell) for cell in row] for row in release.rows]
+    widths = [max(len(n), *(len(r[i]) for r in table)) if table else len(n) for i, n in enumerate(names)]
+    print("  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)))
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    note = " (replayed: the answer already released, nothing spent)" if release.replayed else ""
+    print(f"\nε={release.epsilon:g} δ={release.delta:.2g} spent{note}; left ε={release.epsilon_remaining:g} "
+          f"δ={release.delta_remaining:.2g}; audit record {release.audit_seq}; query {release.query_id}")
+    print(f"intervals at {100 * (1 - release.alpha):g}%; '*' marks cells suppressed below "
+          f"{release.suppression_threshold} persons")
+
+
+def _shown(cell: Cell) -> str:
+    if cell.suppressed:
+        return "*"
+    if cell.interval is None:
+        return "" if cell.value is None else str(cell.value)
+    return f"{cell.value} [{cell.interval[0]:g}, {cell.interval[1]:g}]"
+
+
+def _run_query(enclave: Enclave, dataset: str, sql: str, epsilon: float | None, fmt: str) -> int:
+    """Submit as the demo researcher and print the release or the refusal (both are in the log)."""
+    try:
+        release = enclave.query(DEMO_RESEARCHER, dataset, sql, epsilon)
+    except QueryError as error:
+        if fmt == "json":
+            print(json.dumps({"ok": False, "error": {"code": error.code, "message": error.message,
+                                                     "violations": [v.to_dict() for v in error.violations]}}))
+        else:
+            print(f"refused: {error.code}: {error.message}")
+            for violation in error.violations:
+                print(violation.render(sql))
+        return 1
+    if fmt == "json":
+        print(release.model_dump_json(indent=2))
+    elif fmt == "csv":
+        print(release.to_csv(), end="")
+    else:
+        _print_release(release)
+    return 0
+
+
+def _cmd_query(enclave: Enclave, args: argparse.Namespace) -> int:
+    enclave.ensure_demo_grant()
+    return _run_query(enclave, args.dataset, sys.stdin.read() if args.sql == "-" else args.sql, args.epsilon,
+                      args.format)
+
+
+def _cmd_audit(enclave: Enclave | None, args: argparse.Namespace) -> int:
+    if args.audit_command == "export":
+        out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115 - stdout is not ours to close
+        try:
+            written = enclave.audit.export(out, args.start, args.end)
+        finally:
+            if args.out:
+                out.close()
+        print(f"exported {written} records", file=sys.stderr)
+        return 0
+    public = load_public_key(Path(args.public_key) if args.public_key else Settings().audit_path / "public-key.pem")
+    if args.path:
+        with open(args.path) as lines:
+            report = verify_lines(lines, public)
+    else:
+        report = verify_lines(_exported(enclave), public)
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def _cmd_demo(enclave: Enclave, args: argparse.Namespace) -> int:
@@ -76,25 +173,21 @@ def _cmd_demo(enclave: Enclave, args: argparse.Namespace) -> int:
     version = enclave.data_version("demo")
     print(f"demo data version {version} ready in {time.perf_counter() - started:.1f}s "
           f"(tables: {', '.join(manifest.tables)})\n")
+    enclave.ensure_demo_grant()
     for index, (title, sql) in enumerate(DEMO_QUERIES, 1):
         print(f"[{index}] {title}\n" + "\n".join(f"    {line}" for line in sql.splitlines()))
-        prepared = enclave.prepare("demo", sql)
-        _print_check(prepared.result, sql, as_json=False)
-        if prepared.rewritten is not None:
-            plan = prepared.rewritten.plan
-            bounds = plan.bounds
-            print(f"  rewritten: at most {bounds.max_rows} rows and {bounds.max_groups} groups per person; "
-                  "computes " + ", ".join(f"{m.function}({m.output}{'' if m.part == 'value' else ':' + m.part})"
-                                          for m in plan.measures))
-            started = time.perf_counter()
-            try:
-                enclave.execute_unprotected("demo", prepared.rewritten)
-                print(f"  executed in the sandbox in {1000 * (time.perf_counter() - started):.0f} ms; "
-                      "values withheld until noise and suppression protect them")
-            except ExecutionError as error:
-                print(f"  execution refused: {error.code}")
+        _run_query(enclave, "demo", sql, None, "table")
         print()
+    report = verify_lines(_exported(enclave), load_public_key(enclave.public_key_path))
+    print(f"audit log: {report.summary()}  (verify offline: enclave audit export --out log.jsonl; "
+          "enclave audit verify log.jsonl)")
     return 0
+
+
+def _exported(enclave: Enclave) -> list[str]:
+    buffer = io.StringIO()
+    enclave.audit.export(buffer)
+    return buffer.getvalue().splitlines()
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -107,10 +200,25 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="enclave", description="A secure statistical query enclave.")
     commands = top.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="check SQL against the rules and a dataset; spends nothing")
+    check = commands.add_parser("check", help="check SQL and show its cost and accuracy; spends nothing")
     check.add_argument("--dataset", default="demo")
+    check.add_argument("--epsilon", type=float, help="the ε the query would spend (default: the rules')")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument("sql", help="the SQL text, or - to read it from standard input")
+    query = commands.add_parser("query", help="run a query as the demo researcher; prints the protected release")
+    query.add_argument("--dataset", default="demo")
+    query.add_argument("--epsilon", type=float, help="the ε to spend (default: the rules')")
+    query.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    query.add_argument("sql", help="the SQL text, or - to read it from standard input")
+    audit = commands.add_parser("audit", help="export or verify the audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    export = audit_commands.add_parser("export", help="write the log (or a range) as JSONL, checkpointed")
+    export.add_argument("--out", help="file to write (default: standard output)")
+    export.add_argument("--from", dest="start", type=int, default=1, help="first record")
+    export.add_argument("--to", dest="end", type=int, help="last record")
+    verify = audit_commands.add_parser("verify", help="verify an export offline (default: the live log)")
+    verify.add_argument("path", nargs="?", help="a JSONL export; without it the live log is exported and checked")
+    verify.add_argument("--public-key", help="PEM file of the signing key (default: the enclave's)")
     commands.add_parser("demo", help="run the enclave's pipeline on the embedded demo dataset")
     commands.add_parser("schema", help="regenerate the JSON Schemas of manifests and rules")
     return top
@@ -120,11 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "schema":
         return _cmd_schema(args)
+    if args.command == "audit" and args.audit_command == "verify" and args.path:
+        return _cmd_audit(None, args)  # offline: nothing but the file and the public key
     enclave = Enclave(Settings())
+    handlers = {"check": _cmd_check, "query": _cmd_query, "audit": _cmd_audit, "demo": _cmd_demo}
     try:
-        if args.command == "check":
-            return _cmd_check(enclave, args)
-        return _cmd_demo(enclave, args)
+        return handlers[args.command](enclave, args)
     except UnknownDataset as error:
         print(f"unknown dataset {error.args[0]!r}; datasets: {', '.join(enclave.manifests)}", file=sys.stderr)
         return 2

@@ -1,27 +1,43 @@
 """The enclave's pipeline, in the order a query goes through it.
 
-    parse + check (enclave.check)  ->  rewrite (enclave.rewrite)  ->  execute (enclave.execute)
-    -> protect: noise, then suppression (next: enclave.disclosure)  ->  audit  ->  release
+    check (parse, grammar, semantics, qualify)   enclave.check       no data touched
+    rewrite (bound, clamp, guard, regenerate)    enclave.rewrite     no data touched
+    plan privacy (mechanisms, scales, cost)      enclave.disclosure  no data touched
+    reserve budget + record the charge           enclave.budget + enclave.audit, one transaction
+    execute (locked-down DuckDB)                 enclave.execute
+    protect (noise, suppression, rounding)       enclave.disclosure
+    record the release                           enclave.audit
+    respond
 
-`Enclave` wires the stages to one configuration: the loaded rules, the dataset manifests and, per
-dataset, a sandbox on its data version. `check` and `prepare` touch no data. `execute_unprotected`
-returns true aggregates and exists for the protection stage and the enclave's own tests: no CLI command
-or API route may return its result.
+`Enclave.query` runs them top to bottom. A refusal at any stage is recorded; a failure after the charge
+is recorded and the charge stays spent (a query that may have executed has spent its budget, whatever
+happened after, so a failure can never be used to get a refund and try again for free).
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from enclave.audit.records import sha256_text
+from enclave.audit.signing import Signer, public_pem
+from enclave.audit.store import AuditStore
+from enclave.budget.ledger import BudgetError, Remaining, grant, remaining, reserve
 from enclave.catalog.demo import ensure_demo
 from enclave.catalog.manifest import Manifest, load_manifest
-from enclave.check import CheckResult, check
-from enclave.execute.sandbox import RawResult, Sandbox
+from enclave.check import CheckResult, Violation, check
+from enclave.disclosure import replay
+from enclave.disclosure.plan import PlanError, PrivacyPlan, plan_privacy
+from enclave.disclosure.protect import protect
+from enclave.disclosure.release import Release
+from enclave.execute.sandbox import ExecutionError, RawResult, Sandbox
 from enclave.policy import Rules, load_rules
 from enclave.rewrite import RewrittenQuery, rewrite, sampling_salt
 from enclave.settings import Settings
+
+DEMO_RESEARCHER = "demo-researcher"
 
 
 class UnknownDataset(LookupError):
@@ -29,8 +45,20 @@ class UnknownDataset(LookupError):
 
 
 @dataclass(frozen=True)
+class QueryError(Exception):
+    """A query that was refused or failed; code and message are safe to show (no data, no paths)."""
+
+    code: str
+    message: str
+    violations: tuple[Violation, ...] = field(default=())
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@dataclass(frozen=True)
 class Prepared:
-    """A query checked and rewritten against one data version: ready to execute, or refused."""
+    """A query checked and rewritten against one data version: ready to plan and execute, or refused."""
 
     result: CheckResult
     rewritten: RewrittenQuery | None
@@ -50,11 +78,28 @@ def load_manifests(datasets_dir: Path, rules: Rules) -> dict[str, Manifest]:
     return manifests
 
 
+def plan_summary(plan: PrivacyPlan) -> dict[str, object]:
+    """The plan as recorded and shown: no data in it, only mechanisms, scales and costs."""
+    return {
+        "epsilon": plan.epsilon, "delta": plan.delta, "alpha": plan.alpha,
+        "group_selection": "public keys" if plan.groups is not None else f"threshold {plan.selection_threshold}",
+        "suppression_threshold": plan.suppression_threshold,
+        "quantities": [{"column": q.column, "mechanism": q.mechanism, "sensitivity": q.sensitivity,
+                        "scale": q.scale, "epsilon": q.epsilon, "accuracy": q.accuracy} for q in plan.quantities],
+    }
+
+
 class Enclave:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.rules = load_rules(settings.rules_file)
         self.manifests = load_manifests(settings.datasets_dir, self.rules)
+        signer = Signer.load_or_create(settings.home / "secrets" / "audit-ed25519.pem")
+        self.audit = AuditStore(settings.audit_path / "log.sqlite3", signer, settings.checkpoint_every)
+        public = settings.audit_path / "public-key.pem"
+        if not public.exists() or public.read_bytes() != public_pem(signer.public):
+            public.write_bytes(public_pem(signer.public))
+        self.public_key_path = public
         self._sandboxes: dict[str, tuple[Sandbox, str]] = {}
         self._lock = threading.Lock()
 
@@ -91,9 +136,108 @@ class Enclave:
         salt = sampling_salt(self.settings.secret("sampling"), version)
         return Prepared(result, rewrite(result.query, self.manifest(dataset), salt), version)
 
+    def plan(self, dataset: str, rewritten: RewrittenQuery, epsilon: float | None) -> PrivacyPlan:
+        """Cost and accuracy of a rewritten query at ε, before anything runs."""
+        return plan_privacy(rewritten, self.manifest(dataset), self.rules, epsilon)
+
     def execute_unprotected(self, dataset: str, rewritten: RewrittenQuery) -> RawResult:
         """True aggregates of a rewritten query. Internal: the protection stage's input, never a release."""
         return self._sandbox(dataset)[0].execute(rewritten.sql)
+
+    def ensure_demo_grant(self) -> None:
+        """The demo researcher's grant on the demo dataset, created once (and recorded) on first use."""
+        with self.audit.transaction() as tx:
+            if remaining(tx, DEMO_RESEARCHER, "demo") is None:
+                grant(tx, "demo-steward", DEMO_RESEARCHER, "demo", self.settings.demo_epsilon_cap,
+                      self.settings.demo_delta_cap)
+
+    def _refuse(self, researcher: str, record: dict[str, object], error: QueryError) -> QueryError:
+        reasons = [f"{v.code}: {v.message}" for v in error.violations] or [f"{error.code}: {error.message}"]
+        with self.audit.transaction() as tx:
+            tx.append("query.refused", researcher, "deny", reasons, **record, code=error.code)
+        return error
+
+    def query(self, researcher: str, dataset: str, sql: str, epsilon: float | None = None) -> Release:
+        """The whole protected pipeline for one request; raises QueryError when refused or failed."""
+        record: dict[str, object] = {"dataset": dataset, "rules_sha256": self.rules.sha256,
+                                     "sql_submitted": sql, "sql_submitted_sha256": sha256_text(sql)}
+        prepared = self.prepare(dataset, sql)
+        if prepared.rewritten is None or prepared.data_version is None:
+            raise self._refuse(researcher, record, QueryError(
+                "check_failed", "The query was refused by the check.", prepared.result.violations))
+        rewritten = prepared.rewritten
+        try:
+            plan = self.plan(dataset, rewritten, epsilon)
+        except PlanError as error:
+            raise self._refuse(researcher, record, QueryError(error.code, error.message)) from None
+        record.update(data_version=prepared.data_version, canonical_sql=rewritten.checked.canonical_sql,
+                      sql_executed_sha256=sha256_text(rewritten.sql), plan=plan_summary(plan))
+        key = replay.request_key(researcher, dataset, prepared.data_version, rewritten.checked.canonical_sql,
+                                 plan.epsilon)
+        reserved = self._reserve_or_replay(researcher, dataset, plan, key, record)
+        if isinstance(reserved, Release):
+            return reserved
+        query_id, left = reserved
+        try:
+            raw = self.execute_unprotected(dataset, rewritten)
+            columns, rows = protect(raw, rewritten, plan)
+        except ExecutionError as error:
+            raise self._failed(researcher, dataset, query_id, key, QueryError(error.code, error.message)) from None
+        except Exception:  # never a partial release, never a trace: recorded, charge kept
+            raise self._failed(researcher, dataset, query_id, key, QueryError(
+                "protection_failed", "The result could not be protected; nothing was released.")) from None
+        release = Release(query_id=query_id, dataset=dataset, data_version=prepared.data_version,
+                          rules_sha256=self.rules.sha256, epsilon=plan.epsilon, delta=plan.delta, alpha=plan.alpha,
+                          suppression_threshold=plan.suppression_threshold, columns=columns, rows=rows)
+        payload = release.payload()
+        suppressed = sum(1 for row in rows for cell in row if cell.suppressed)
+        with self.audit.transaction() as tx:
+            released = tx.append("query.released", researcher, "allow", [], query_id=query_id, dataset=dataset,
+                                 data_version=prepared.data_version, groups=len(rows),
+                                 cells=sum(len(row) for row in rows), suppressed_cells=suppressed,
+                                 payload_sha256=sha256_text(payload))
+            replay.complete(tx, key, payload, int(released["seq"]))
+        return release.model_copy(update={"audit_seq": released["seq"], "epsilon_remaining": left.epsilon,
+                                          "delta_remaining": left.delta})
+
+    def _reserve_or_replay(self, researcher: str, dataset: str, plan: PrivacyPlan, key: str,
+                           record: dict[str, object]) -> tuple[str, Remaining] | Release:
+        """Reserve the charge (recorded) or return the released answer of an identical request."""
+        deadline = time.monotonic() + self.rules.execution.timeout_seconds + 30
+        while True:
+            refusal: QueryError | None = None
+            with self.audit.transaction() as tx:
+                existing = replay.find(tx, key)
+                if existing is not None and existing.status == "released" and existing.payload is not None:
+                    replayed = tx.append("query.replayed", researcher, "allow", [], **record,
+                                         query_id=existing.query_id)
+                    left = remaining(tx, researcher, dataset)
+                    return Release.model_validate_json(existing.payload).model_copy(update={
+                        "replayed": True, "audit_seq": replayed["seq"],
+                        "epsilon_remaining": left.epsilon if left else None,
+                        "delta_remaining": left.delta if left else None})
+                if existing is None or not replay.is_live(existing):
+                    try:
+                        query_id, left, _ = reserve(tx, researcher, dataset, plan.epsilon, plan.delta, record)
+                    except BudgetError as error:
+                        refusal = QueryError(error.code, error.message)
+                        tx.append("query.refused", researcher, "deny", [f"{error.code}: {error.message}"],
+                                  **record, code=error.code)
+                    else:
+                        replay.claim(tx, key, query_id)
+                        return query_id, left
+            if refusal is not None:
+                raise refusal
+            if time.monotonic() > deadline:
+                raise QueryError("request_in_progress", "An identical request is still running; ask again later.")
+            time.sleep(0.05)
+
+    def _failed(self, researcher: str, dataset: str, query_id: str, key: str, error: QueryError) -> QueryError:
+        with self.audit.transaction() as tx:
+            tx.append("query.failed", researcher, "deny", [f"{error.code}: {error.message}"], query_id=query_id,
+                      dataset=dataset, code=error.code)
+            replay.fail(tx, key)
+        return error
 
     def close(self) -> None:
         with self._lock:

@@ -24,22 +24,40 @@ class Settings(BaseSettings):
     datasets_dir: Path = Field(default=PROJECT_ROOT / "datasets")
     home: Path = Field(default=PROJECT_ROOT / ".enclave", description="State: data, secrets, logs.")
     demo_children: int = Field(default=50_000, ge=100, description="Size of the generated demo dataset.")
+    audit_dir: Path | None = Field(default=None, description="Where the audit log lives (default: home/audit).")
+    checkpoint_every: int = Field(default=64, ge=1, description="Records between signed checkpoints.")
+    demo_epsilon_cap: float = Field(default=10.0, gt=0, description="ε granted to the demo researcher.")
+    demo_delta_cap: float = Field(default=1e-5, gt=0, description="δ granted to the demo researcher.")
 
     @property
     def data_dir(self) -> Path:
         return self.home / "data"
 
+    @property
+    def audit_path(self) -> Path:
+        return self.audit_dir or self.home / "audit"
+
     def secret(self, name: str) -> bytes:
         """A 32-byte secret kept in `home/secrets/<name>`, created on first use, readable by owner only."""
         path = self.home / "secrets" / name
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            scratch = path.with_name(f".{name}.{secrets.token_hex(8)}")
-            handle = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(handle, "wb") as out:
-                out.write(secrets.token_bytes(32))
-            # link() refuses to replace: when two processes race, both read the one that won.
-            with contextlib.suppress(FileExistsError):
-                os.link(scratch, path)
-            scratch.unlink()
+            write_once(path, secrets.token_bytes(32))
         return path.read_bytes()
+
+
+def write_once(path: Path, content: bytes) -> None:
+    """Create `path` with owner-only permissions unless it exists; when processes race, the first wins.
+
+    The content goes to a private scratch file first and is then hard-linked into place: link() never
+    replaces, so no process ever reads a half-written secret or overwrites another's.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    scratch = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    handle = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(handle, "wb") as out:
+        out.write(content)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.link(scratch, path)
+    finally:
+        scratch.unlink()

@@ -61,6 +61,8 @@ class PrivacyDefaults(_Strict):
     default_epsilon: float = Field(gt=0, description="ε charged when a query names none.")
     max_epsilon: float = Field(gt=0, description="The most ε one query may spend.")
     alpha: float = Field(gt=0, lt=1, description="Intervals are reported at confidence 1 - alpha.")
+    selection_delta: float = Field(
+        gt=0, lt=1e-3, description="δ spent choosing which groups to release when keys have no public set.")
 
     @model_validator(mode="after")
     def _default_within_max(self) -> PrivacyDefaults:

@@ -1,0 +1,45 @@
+"""Audit records: canonical JSON, hash-chained, one per event. The format is documented in audit/README.md.
+
+A record is a JSON object with `seq` (1, 2, 3, ... with no gaps), `time` (UTC, ISO 8601), `actor`,
+`event` (one of EVENT_TYPES), `decision`, `reasons` and event-specific fields, plus `prev_hash`, the
+hash of the record before it (64 zeros for the first). Its own hash is SHA-256 of its canonical JSON
+(keys sorted, no spaces, UTF-8), so editing any field, removing a record or swapping two breaks the
+chain at that record. Records never hold a true (un-noised) value or a row of data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+
+GENESIS = "0" * 64
+
+# event -> what it records; README.md and audit/README.md document each (a test checks it).
+EVENT_TYPES: dict[str, str] = {
+    "grant.created": "A steward granted a researcher access to a dataset with ε and δ caps.",
+    "query.refused": "A query was refused before anything ran (check, plan or budget), with its reasons.",
+    "query.charged": "A query's privacy cost was reserved; written before the query executes.",
+    "query.failed": "A charged query failed during execution or protection; its charge stays spent.",
+    "query.released": "A protected result was released: its cells, suppressed cells and payload hash.",
+    "query.replayed": "An identical request got the already released answer again; nothing was spent.",
+}
+
+
+def canonical(record: dict[str, object]) -> bytes:
+    """The bytes that are hashed and signed: sorted keys, compact separators, UTF-8, no NaN."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
+def record_hash(record: dict[str, object]) -> str:
+    """SHA-256 of a record's canonical JSON (the record holds its predecessor's hash, not its own)."""
+    return hashlib.sha256(canonical(record)).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")

@@ -1,0 +1,72 @@
+"""OpenDP measurements: the only source of noise in the enclave.
+
+Each noised quantity (a vector of per-group counts or sums) gets an OpenDP Laplace measurement over the
+domain of its values with the L1 metric: on integers OpenDP samples the discrete Laplace, on floats a
+Laplace whose output and privacy map account for floating-point rounding. The ε a quantity costs is
+read from the measurement's own privacy map at the sensitivity (`measurement.map(d_in)`), never assumed.
+Groups without a public key set go through OpenDP's Laplace threshold, whose map gives (ε, δ).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import opendp.prelude as dp
+
+dp.enable_features("contrib")
+
+INTEGER = "i64"
+
+
+@cache
+def vector_laplace(integer: bool, scale: float) -> dp.Measurement:
+    """Laplace noise on each element of a vector (discrete Laplace on integers)."""
+    if integer:
+        return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=INTEGER)), dp.l1_distance(T=INTEGER), scale)
+    return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l1_distance(T=float), scale)
+
+
+def scale_for(integer: bool, sensitivity: float, epsilon: float) -> tuple[float, float]:
+    """The smallest scale whose OpenDP privacy map at `sensitivity` is within `epsilon`, and that ε."""
+    d_in = int(sensitivity) if integer else float(sensitivity)
+    scale = sensitivity / epsilon
+    spent = vector_laplace(integer, scale).map(d_in)
+    if spent > epsilon:  # rounding in the map: search for the scale OpenDP itself accepts
+        scale = dp.binary_search_param(lambda s: vector_laplace(integer, s), d_in=d_in, d_out=epsilon)
+        spent = vector_laplace(integer, scale).map(d_in)
+    return scale, spent
+
+
+@cache
+def threshold_measurement(scale: float, threshold: int) -> dp.Measurement:
+    domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T=INTEGER))
+    metric = dp.l01inf_distance(dp.absolute_distance(T=INTEGER))
+    return dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=threshold)
+
+
+def threshold_for(groups: int, epsilon: float, delta: float, floor: int) -> tuple[float, int, float, float]:
+    """Scale and threshold for selecting groups by their noisy count of persons.
+
+    A person changes at most `groups` counts, each by at most 1. Returns (scale, threshold, ε, δ) with
+    the smallest threshold, not below `floor`, whose δ is within `delta`.
+    """
+    d_in = (groups, groups, 1)
+    scale = groups / epsilon
+    low, high = floor, floor
+    while threshold_measurement(scale, high).map(d_in)[1] > delta:
+        low, high = high, high * 2
+    while low < high:
+        middle = (low + high) // 2
+        if threshold_measurement(scale, middle).map(d_in)[1] > delta:
+            low = middle + 1
+        else:
+            high = middle
+    spent_epsilon, spent_delta = threshold_measurement(scale, high).map(d_in)
+    return scale, high, spent_epsilon, spent_delta
+
+
+def accuracy(integer: bool, scale: float, alpha: float) -> float:
+    """Half-width of the (1 - alpha) interval of the noise, from OpenDP's accuracy functions."""
+    if integer:
+        return dp.discrete_laplacian_scale_to_accuracy(scale, alpha)
+    return dp.laplacian_scale_to_accuracy(scale, alpha)

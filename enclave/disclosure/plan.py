@@ -1,0 +1,122 @@
+"""The privacy plan: mechanism, sensitivity, scale, ε share and accuracy of every released number.
+
+Made before anything runs, from the rewritten query and the manifest alone, so a researcher sees the
+cost and accuracy of a query for free (`enclave check`). The cost is exactly the ε the researcher asked
+for (or the rules' default), split equally over the quantities the query releases: each distinct
+aggregate, plus the count of persons per group that decides suppression (and, without public keys,
+which groups exist). A quantity asked for twice (COUNT(DISTINCT person_id) is also that count of
+persons) is noised once and paid for once.
+
+Sensitivities, for adding or removing one person who contributes at most N rows and G groups:
+- COUNT(*) and COUNT(x): N (the person's rows, however they fall into groups)
+- COUNT(DISTINCT unit): min(G, N) with GROUP BY (one per group reached), 1 without
+- SUM(x) with x clamped to [lo, hi]: N * max(|lo|, |hi|)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from enclave.catalog.manifest import Manifest
+from enclave.disclosure import noise
+from enclave.disclosure.keys import KeyValue, public_groups
+from enclave.policy.rules import Rules
+from enclave.rewrite import RewrittenQuery
+from enclave.rewrite.plan import Measure
+
+
+class PlanError(Exception):
+    """A query whose privacy cost cannot be planned as asked; `code` is stable, the message safe."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One noised vector: a column of the executed query's result, and how it is protected."""
+
+    column: str
+    function: str
+    integer: bool
+    mechanism: str
+    sensitivity: float
+    scale: float
+    epsilon: float
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class PrivacyPlan:
+    epsilon: float
+    delta: float
+    alpha: float
+    quantities: tuple[Quantity, ...]
+    sources: dict[str, str]
+    groups: tuple[tuple[KeyValue, ...], ...] | None
+    selection_threshold: int | None
+    suppression_threshold: int
+
+    def quantity(self, measure: str) -> Quantity:
+        """The noised quantity a measure of the executed query is released from."""
+        column = self.sources[measure]
+        return next(q for q in self.quantities if q.column == column)
+
+
+def _identity(measure: Measure) -> tuple[str, str]:
+    return measure.function, measure.arg.sql("duckdb") if measure.arg is not None else ""
+
+
+def _sensitivity(measure: Measure, rows: int, groups: int, grouped: bool) -> float:
+    if measure.function == "count_units":
+        return float(min(groups, rows)) if grouped else 1.0
+    if measure.function == "count":
+        return float(rows)
+    low, high = measure.bounds or (0.0, 0.0)
+    return rows * max(abs(low), abs(high))
+
+
+def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, epsilon: float | None,
+                 delta: float | None = None) -> PrivacyPlan:
+    """The mechanisms, scales and cost of releasing a rewritten query at the requested ε."""
+    epsilon = rules.privacy.default_epsilon if epsilon is None else epsilon
+    if not 0 < epsilon <= rules.privacy.max_epsilon:
+        raise PlanError("epsilon_out_of_range", f"ε must be above 0 and at most {rules.privacy.max_epsilon:g} "
+                        "per query.")
+    delta = rules.privacy.selection_delta if delta is None else delta
+    bounds = manifest.contribution_bounds
+    rows, groups = bounds.max_rows_per_unit, bounds.max_groups_per_unit
+    query = rewritten.checked
+    grouped = bool(query.keys)
+    threshold = max(rules.suppression_threshold, manifest.suppression_threshold or 0)
+    public = public_groups(query, manifest, rules.limits.max_output_groups) if grouped else ((),)
+
+    distinct: dict[tuple[str, str], Measure] = {}
+    sources: dict[str, str] = {}
+    for measure in rewritten.plan.measures:
+        first = distinct.setdefault(_identity(measure), measure)
+        sources[measure.name] = first.name
+    units = distinct[("count_units", "")]
+    share = epsilon / len(distinct)
+
+    quantities = []
+    selection: int | None = None
+    spent_delta = 0.0
+    for measure in distinct.values():
+        integer = measure.function != "sum"
+        sensitivity = _sensitivity(measure, rows, groups, grouped)
+        if measure is units and public is None:
+            scale, selection, spent, spent_delta = noise.threshold_for(int(sensitivity), share, delta, threshold)
+            mechanism = "laplace_threshold"
+        else:
+            scale, spent = noise.scale_for(integer, sensitivity, share)
+            mechanism = "discrete_laplace" if integer else "laplace"
+        quantities.append(Quantity(measure.name, measure.function, integer, mechanism, sensitivity, scale, spent,
+                                   noise.accuracy(integer, scale, rules.privacy.alpha)))
+    total = sum(q.epsilon for q in quantities)
+    if total > epsilon * (1 + 1e-9):
+        raise PlanError("epsilon_out_of_range", "The mechanisms would spend more than the ε asked for.")
+    return PrivacyPlan(epsilon, spent_delta, rules.privacy.alpha, tuple(quantities), sources, public, selection,
+                       threshold)

@@ -1,0 +1,84 @@
+"""The released table: every cell with its value and how it was protected. JSON and CSV.
+
+A cell says its mechanism and noise scale, its interval at confidence 1 - alpha, and whether it was
+suppressed and why; a suppressed cell is present with value null, never dropped or zeroed. Nothing here
+is a true value: every number passed through `protect` first.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+CellValue = int | float | str | bool | None
+
+
+class Cell(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    value: CellValue
+    mechanism: str | None = None
+    scale: float | None = None
+    interval: tuple[float, float] | None = None
+    suppressed: bool = False
+    reason: str | None = None
+
+
+class ReleaseColumn(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: Literal["key", "count", "count_distinct_unit", "sum", "avg"]
+
+
+class Release(BaseModel):
+    """A protected result as released to a researcher."""
+
+    model_config = ConfigDict(frozen=True)
+
+    query_id: str
+    dataset: str
+    data_version: str
+    rules_sha256: str
+    epsilon: float
+    delta: float
+    alpha: float
+    suppression_threshold: int
+    columns: list[ReleaseColumn]
+    rows: list[list[Cell]]
+    epsilon_remaining: float | None = None
+    delta_remaining: float | None = None
+    audit_seq: int | None = None
+    replayed: bool = False
+
+    def payload(self) -> str:
+        """The canonical JSON of what is released, without the per-response fields; what the log hashes."""
+        body = self.model_dump(exclude={"epsilon_remaining", "delta_remaining", "audit_seq", "replayed"})
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+    def to_csv(self) -> str:
+        """One row per group: each key, and for each statistic its value, interval and suppression."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        header: list[str] = []
+        for column in self.columns:
+            if column.kind == "key":
+                header.append(column.name)
+            else:
+                header += [column.name, f"{column.name}_lower", f"{column.name}_upper",
+                           f"{column.name}_suppressed"]
+        writer.writerow(header)
+        for row in self.rows:
+            line: list[object] = []
+            for column, cell in zip(self.columns, row, strict=True):
+                if column.kind == "key":
+                    line.append(cell.value)
+                else:
+                    low, high = cell.interval or ("", "")
+                    line += [cell.value if cell.value is not None else "", low, high, cell.suppressed]
+            writer.writerow(line)
+        return out.getvalue()
