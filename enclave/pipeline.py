@@ -32,7 +32,7 @@ from enclave.disclosure import replay
 from enclave.disclosure.plan import PlanError, PrivacyPlan, plan_privacy
 from enclave.disclosure.protect import protect
 from enclave.disclosure.release import Release
-from enclave.execute.sandbox import ExecutionError, RawResult, Sandbox
+from enclave.execute.sandbox import EXECUTION_CODES, ExecutionError, RawResult, Sandbox
 from enclave.policy import Rules, load_rules
 from enclave.rewrite import RewrittenQuery, rewrite, sampling_salt
 from enclave.settings import Settings
@@ -44,6 +44,17 @@ class UnknownDataset(LookupError):
     """The named dataset is not registered."""
 
 
+# code -> meaning, for refusals and failures of a query; README.md documents each (a test checks it).
+QUERY_CODES: dict[str, str] = {
+    "check_failed": "The check refused the query; its violations are listed.",
+    "epsilon_out_of_range": "ε is not above 0 and at most the rules' maximum per query.",
+    "no_grant": "The researcher has no grant on the dataset.",
+    "budget_exceeded": "The query costs more ε or δ than the grant has left; nothing ran.",
+    "request_in_progress": "An identical request is still running; its answer will be replayed.",
+    "protection_failed": "The result could not be protected; nothing was released, the charge is spent.",
+}
+
+
 @dataclass(frozen=True)
 class QueryError(Exception):
     """A query that was refused or failed; code and message are safe to show (no data, no paths)."""
@@ -51,6 +62,10 @@ class QueryError(Exception):
     code: str
     message: str
     violations: tuple[Violation, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.code not in QUERY_CODES and self.code not in EXECUTION_CODES:
+            raise ValueError(f"undocumented query code {self.code!r}")
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -128,13 +143,24 @@ class Enclave:
         return self._sandbox(dataset)[1]
 
     def prepare(self, dataset: str, sql: str) -> Prepared:
-        """Check, then rewrite against the dataset's current data version."""
+        """Check, rewrite against the dataset's current data version, and have the engine bind it.
+
+        Binding plans the query without reading data, so a type error is refused here, before any
+        budget is spent, and says nothing about the data.
+        """
         result = self.check(dataset, sql)
         if not result.accepted or result.query is None:
             return Prepared(result, None, None)
-        version = self.data_version(dataset)
+        sandbox, version = self._sandbox(dataset)
         salt = sampling_salt(self.settings.secret("sampling"), version)
-        return Prepared(result, rewrite(result.query, self.manifest(dataset), salt), version)
+        rewritten = rewrite(result.query, self.manifest(dataset), salt)
+        try:
+            sandbox.bind(rewritten.sql)
+        except ExecutionError:
+            violation = Violation("type_mismatch", "The query does not type-check: a value is compared with, or "
+                                  "passed to, something of another type.", remedy="cast to a common type")
+            return Prepared(CheckResult((violation,)), None, None)
+        return Prepared(result, rewritten, version)
 
     def plan(self, dataset: str, rewritten: RewrittenQuery, epsilon: float | None) -> PrivacyPlan:
         """Cost and accuracy of a rewritten query at ε, before anything runs."""

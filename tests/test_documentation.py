@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import pytest
 
+from enclave.audit.records import EVENT_TYPES
 from enclave.check import CODES
 from enclave.cli import SCHEMAS, schema_text
 from enclave.execute.sandbox import EXECUTION_CODES
+from enclave.pipeline import QUERY_CODES
 from enclave.settings import PROJECT_ROOT, Settings
 
 README = (PROJECT_ROOT / "README.md").read_text()
 
 
-@pytest.mark.parametrize("code", sorted({**CODES, **EXECUTION_CODES}))
+@pytest.mark.parametrize("code", sorted({**CODES, **EXECUTION_CODES, **QUERY_CODES}))
 def test_every_error_code_is_documented(code):
     assert f"| `{code}` |" in README
+
+
+@pytest.mark.parametrize("event", sorted(EVENT_TYPES))
+def test_every_audit_event_type_is_documented(event):
+    assert f"| `{event}` |" in README
+    assert f"`{event}`" in (PROJECT_ROOT / "audit" / "README.md").read_text()
 
 
 @pytest.mark.parametrize("setting", sorted(Settings.model_fields))

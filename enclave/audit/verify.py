@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -35,13 +35,11 @@ class Report:
 
 def verify_lines(lines: Iterable[str], public: Ed25519PublicKey) -> Report:
     """Verify an export (JSONL lines, as `enclave audit export` writes them)."""
-    leaves: list[bytes] = []
-    expected_seq, prev_hash = 1, GENESIS
-    records = checkpoints = covered = 0
+    state = _State()
     number = 0
 
     def failed(problem: str) -> Report:
-        return Report(False, records, checkpoints, problem, number)
+        return Report(False, state.records, state.checkpoints, problem, number)
 
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -51,45 +49,67 @@ def verify_lines(lines: Iterable[str], public: Ed25519PublicKey) -> Report:
             kind = entry["kind"]
         except (ValueError, KeyError, TypeError):
             return failed("not a log entry (malformed JSON)")
-        if kind == "prefix":
-            if number != 1 or records:
-                return failed("a prefix may only open an export")
-            leaves = [bytes.fromhex(h) for h in entry["leaf_hashes"]]
-            expected_seq, prev_hash = entry["size"] + 1, entry["last_hash"]
-            if len(leaves) != entry["size"]:
-                return failed("prefix size does not match its leaf hashes")
-        elif kind == "event":
-            record, stated = entry.get("record"), entry.get("hash")
-            if not isinstance(record, dict):
-                return failed("an event without a record")
-            seq = record.get("seq")
-            if seq != expected_seq:
-                return failed(f"record {seq} found where record {expected_seq} belongs "
-                              "(a record is missing, duplicated or out of order)")
-            if record_hash(record) != stated:
-                return failed(f"record {seq} does not match its hash (edited)")
-            if record.get("prev_hash") != prev_hash:
-                return failed(f"record {seq} does not link to record {seq - 1} (chain broken)")
-            leaves.append(leaf_hash(canonical(record)))
-            expected_seq, prev_hash = seq + 1, stated
-            records += 1
-        elif kind == "checkpoint":
-            body, signature = entry.get("checkpoint") or {}, entry.get("signature", "")
-            size = body.get("size")
-            if body.get("key_id") != key_id(public):
-                return failed(f"checkpoint at {size} is signed by another key")
-            if not verify_signature(public, canonical(body), signature):
-                return failed(f"checkpoint at {size} has an invalid signature")
-            if not isinstance(size, int) or size != len(leaves):
-                return failed(f"checkpoint at {size} does not follow record {size}")
-            if root_of_hashes(leaves).hex() != body.get("root"):
-                return failed(f"checkpoint at {size}: the records 1..{size} are not the ones that were signed")
-            checkpoints += 1
-            covered = size
-        else:
-            return failed(f"unknown entry kind {kind!r}")
-    if records == 0:
+        try:
+            problem = _check_entry(kind, entry, number, state, public)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            problem = f"a malformed {kind!r} entry"
+        if problem is not None:
+            return failed(problem)
+    if state.records == 0:
         return failed("no records")
-    if covered != expected_seq - 1:
-        return failed(f"records {covered + 1}..{expected_seq - 1} are not covered by a signed checkpoint")
-    return Report(True, records, checkpoints)
+    if state.covered != state.expected_seq - 1:
+        return failed(f"records {state.covered + 1}..{state.expected_seq - 1} are not covered by a signed checkpoint")
+    return Report(True, state.records, state.checkpoints)
+
+
+@dataclass
+class _State:
+    leaves: list[bytes] = field(default_factory=list)
+    expected_seq: int = 1
+    prev_hash: str = GENESIS
+    records: int = 0
+    checkpoints: int = 0
+    covered: int = 0
+
+
+def _check_entry(kind: str, entry: dict, number: int, state: _State, public: Ed25519PublicKey) -> str | None:
+    """The problem with one entry, or None; malformed fields raise and are reported by the caller."""
+    if kind == "prefix":
+        if number != 1 or state.records:
+            return "a prefix may only open an export"
+        state.leaves = [bytes.fromhex(h) for h in entry["leaf_hashes"]]
+        if len(state.leaves) != int(entry["size"]):
+            return "prefix size does not match its leaf hashes"
+        state.expected_seq, state.prev_hash = int(entry["size"]) + 1, str(entry["last_hash"])
+        return None
+    if kind == "event":
+        record, stated = entry.get("record"), entry.get("hash")
+        if not isinstance(record, dict):
+            return "an event without a record"
+        seq = record.get("seq")
+        if seq != state.expected_seq:
+            return (f"record {seq} found where record {state.expected_seq} belongs "
+                    "(a record is missing, duplicated or out of order)")
+        if record_hash(record) != stated:
+            return f"record {seq} does not match its hash (edited)"
+        if record.get("prev_hash") != state.prev_hash:
+            return f"record {seq} does not link to record {seq - 1} (chain broken)"
+        state.leaves.append(leaf_hash(canonical(record)))
+        state.expected_seq, state.prev_hash = seq + 1, str(stated)
+        state.records += 1
+        return None
+    if kind == "checkpoint":
+        body, signature = entry["checkpoint"], str(entry.get("signature", ""))
+        size = body.get("size")
+        if body.get("key_id") != key_id(public):
+            return f"checkpoint at {size} is signed by another key"
+        if not verify_signature(public, canonical(body), signature):
+            return f"checkpoint at {size} has an invalid signature"
+        if not isinstance(size, int) or size != len(state.leaves):
+            return f"checkpoint at {size} does not follow record {size}"
+        if root_of_hashes(state.leaves).hex() != body.get("root"):
+            return f"checkpoint at {size}: the records 1..{size} are not the ones that were signed"
+        state.checkpoints += 1
+        state.covered = size
+        return None
+    return f"unknown entry kind {kind!r}"

@@ -34,8 +34,19 @@ def _product(a: Interval, b: Interval) -> Interval:
     return (min(corners), max(corners))
 
 
+# Bounds wider than this are refused: a sum is noised in millionths of its unit as a 64-bit integer.
+WIDEST = 1e9
+
+
 def bounds(node: exp.Expr, lookup: Lookup) -> Interval | None:
-    """The interval every value of `node` lies in (NULLs aside), or None when it cannot be known."""
+    """The interval every value of `node` lies in (NULLs aside), or None when it is unknown or too wide."""
+    found = _bounds(node, lookup)
+    if found is None or max(abs(found[0]), abs(found[1])) > WIDEST:
+        return None
+    return found
+
+
+def _bounds(node: exp.Expr, lookup: Lookup) -> Interval | None:
     match node:
         case exp.Paren() | exp.Alias():
             return bounds(node.this, lookup)

@@ -71,7 +71,7 @@ def parse(source: str, limits: Limits) -> tuple[exp.Expr | None, list[Violation]
     try:
         statements = [s for s in parser.parse(tokens, source) if s is not None]
     except ParseError as error:
-        return None, [_parse_violation(error, source, limits)]
+        return None, [_parse_violation(error, source, tokens, limits)]
     except RecursionError:
         return None, [Violation("sql_too_deep", "The SQL is nested too deeply to parse.")]
     except Exception:  # any other parser failure is a refusal, never a crash
@@ -85,6 +85,9 @@ def parse(source: str, limits: Limits) -> tuple[exp.Expr | None, list[Violation]
             return None, [Violation("multiple_statements", message)]
         return None, [_at_token("multiple_statements", message, source, second)]
     tree = statements[0]
+    if sum(1 for _ in tree.walk()) > limits.max_nodes:  # sqlglot's own budget does not count every node
+        return None, [Violation("sql_too_complex", f"The query has more than {limits.max_nodes} parts.",
+                                remedy="simplify the query")]
     if _tree_depth(tree) > 4 * limits.max_depth:
         return None, [Violation("sql_too_deep", "The parsed query is nested too deeply.")]
     return tree, []
@@ -97,7 +100,7 @@ def _second_statement(tokens: list[Token]) -> Token | None:
     return None
 
 
-def _parse_violation(error: ParseError, source: str, limits: Limits) -> Violation:
+def _parse_violation(error: ParseError, source: str, tokens: list[Token], limits: Limits) -> Violation:
     detail = error.errors[0] if error.errors else {}
     # sqlglot describes tokens by their repr; keep only the token's own text
     description = re.sub(r"<Token token_type: [^,]+, text: (.*?), line: .*?>", r"'\1'",
@@ -105,10 +108,10 @@ def _parse_violation(error: ParseError, source: str, limits: Limits) -> Violatio
     if "nodes" in description.lower() and "max" in description.lower():
         return Violation("sql_too_complex", f"The query has more than {limits.max_nodes} parts.",
                          remedy="simplify the query")
+    # sqlglot counts lines its own way; find its token and position it by its offsets instead
     line, col = detail.get("line"), detail.get("col")
-    highlight = str(detail.get("highlight") or "")[:80]
-    if isinstance(line, int) and isinstance(col, int):
-        # sqlglot reports the column where the offending token ends; point at where it starts.
-        col = max(1, col - len(highlight) + 1)
-        return Violation("syntax_error", f"Syntax error: {description[:120]}", line, col, highlight)
-    return Violation("syntax_error", f"Syntax error: {description[:120]}")
+    token = next((t for t in tokens if t.line == line and t.col == col), None)
+    message = f"Syntax error: {description[:120]}"
+    if token is None:
+        return Violation("syntax_error", message)
+    return at_offsets("syntax_error", message, source, token.start, token.end)

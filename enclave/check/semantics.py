@@ -66,6 +66,9 @@ def _is_unit(column: exp.Column, scope: list[Source], ctx: Context) -> bool:
 
 def check_tables(tree: exp.Select, ctx: Context) -> list[Violation]:
     """Every table is a table of the dataset, under a distinct name."""
+    if tree.args.get("from_") is None:
+        return [at("missing_table", "The query reads no table.", ctx.source, tree.expressions[0] if tree.expressions
+                   else None, "tables: " + ", ".join(ctx.manifest.tables))]
     found, seen = [], set()
     for source in sources(tree):
         if source.table not in ctx.manifest.tables:

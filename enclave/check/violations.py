@@ -43,6 +43,7 @@ CODES: dict[str, str] = {
     "cast_not_allowed": "A cast to a type the rules do not allow.",
     "qualified_name_not_allowed": "A schema, database or catalog qualifier on a table or column.",
     "unknown_table": "A table that is not in the dataset.",
+    "missing_table": "A query without FROM: every query reads a table of the dataset.",
     "unknown_column": "A column that is not in the tables of the query.",
     "unknown_alias": "A table qualifier that names no table of the query.",
     "ambiguous_column": "An unqualified column present in more than one table of the query.",
@@ -62,6 +63,7 @@ CODES: dict[str, str] = {
     "too_many_aggregates": "More aggregates than the rules allow.",
     "duplicate_output_name": "Two output columns with the same name.",
     "order_not_output": "ORDER BY something that is not an output column.",
+    "type_mismatch": "The engine cannot type the query (text compared with a number, say); nothing ran.",
     "internal_check_failed": "The query failed a re-check after qualification; it is refused (fail closed).",
 }
 
@@ -88,9 +90,11 @@ class Violation:
         """A human-readable block: the message, the line with a caret under the token, the remedy."""
         where = f"line {self.line}, col {self.col}: " if self.line else ""
         text = [f"{self.code}: {where}{self.message}"]
-        if self.line:
-            line = source.splitlines()[self.line - 1] if source.splitlines() else ""
-            width = max(1, min(len(self.highlight.splitlines()[0]) if self.highlight else 1, len(line)))
+        lines = source.splitlines()
+        if self.line and self.col and 1 <= self.line <= len(lines):
+            line = lines[self.line - 1]
+            first = self.highlight.splitlines()[0] if self.highlight.splitlines() else ""
+            width = max(1, min(len(first), len(line) - self.col + 1))
             text += [f"    {line}", "    " + " " * (self.col - 1) + "^" * width]
         if self.remedy:
             text.append(f"    remedy: {self.remedy}")
@@ -109,9 +113,14 @@ def span(node: exp.Expr) -> tuple[int, int] | None:
 
 
 def position(source: str, offset: int) -> tuple[int, int]:
-    """1-based line and column of a character offset."""
-    before = source[:offset]
-    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+    """1-based line and column of a character offset, counting lines as str.splitlines() does."""
+    lines = source[:offset].splitlines(keepends=True)
+    if not lines:
+        return 1, 1
+    last = lines[-1]
+    if last.splitlines() != [last]:  # the text before the offset ends with a line break
+        return len(lines) + 1, 1
+    return len(lines), len(last) + 1
 
 
 def at_offsets(code: str, message: str, source: str, start: int, end: int, remedy: str | None = None

@@ -1,9 +1,9 @@
 """OpenDP measurements: the only source of noise in the enclave.
 
-Each noised quantity (a vector of per-group counts or sums) gets an OpenDP Laplace measurement over the
-domain of its values with the L1 metric: on integers OpenDP samples the discrete Laplace, on floats a
-Laplace whose output and privacy map account for floating-point rounding. The ε a quantity costs is
-read from the measurement's own privacy map at the sensitivity (`measurement.map(d_in)`), never assumed.
+Each noised quantity (a vector of per-group counts, or of sums in integer millionths) gets an OpenDP
+Laplace measurement over 64-bit integers with the L1 metric, which samples the discrete Laplace exactly:
+no floating-point noise, so no floating-point attack on it. The ε a quantity costs is read from the
+measurement's own privacy map at the sensitivity (`measurement.map(d_in)`), never assumed.
 Groups without a public key set go through OpenDP's Laplace threshold, whose map gives (ε, δ).
 """
 
@@ -19,21 +19,18 @@ INTEGER = "i64"
 
 
 @cache
-def vector_laplace(integer: bool, scale: float) -> dp.Measurement:
-    """Laplace noise on each element of a vector (discrete Laplace on integers)."""
-    if integer:
-        return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=INTEGER)), dp.l1_distance(T=INTEGER), scale)
-    return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l1_distance(T=float), scale)
+def vector_laplace(scale: float) -> dp.Measurement:
+    """Discrete Laplace noise on each element of a vector of 64-bit integers."""
+    return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=INTEGER)), dp.l1_distance(T=INTEGER), scale)
 
 
-def scale_for(integer: bool, sensitivity: float, epsilon: float) -> tuple[float, float]:
+def scale_for(sensitivity: int, epsilon: float) -> tuple[float, float]:
     """The smallest scale whose OpenDP privacy map at `sensitivity` is within `epsilon`, and that ε."""
-    d_in = int(sensitivity) if integer else float(sensitivity)
     scale = sensitivity / epsilon
-    spent = vector_laplace(integer, scale).map(d_in)
+    spent = vector_laplace(scale).map(sensitivity)
     if spent > epsilon:  # rounding in the map: search for the scale OpenDP itself accepts
-        scale = dp.binary_search_param(lambda s: vector_laplace(integer, s), d_in=d_in, d_out=epsilon)
-        spent = vector_laplace(integer, scale).map(d_in)
+        scale = dp.binary_search_param(vector_laplace, d_in=sensitivity, d_out=epsilon)
+        spent = vector_laplace(scale).map(sensitivity)
     return scale, spent
 
 
@@ -65,8 +62,6 @@ def threshold_for(groups: int, epsilon: float, delta: float, floor: int) -> tupl
     return scale, high, spent_epsilon, spent_delta
 
 
-def accuracy(integer: bool, scale: float, alpha: float) -> float:
-    """Half-width of the (1 - alpha) interval of the noise, from OpenDP's accuracy functions."""
-    if integer:
-        return dp.discrete_laplacian_scale_to_accuracy(scale, alpha)
-    return dp.laplacian_scale_to_accuracy(scale, alpha)
+def accuracy(scale: float, alpha: float) -> float:
+    """Half-width of the (1 - alpha) interval of the noise, from OpenDP's accuracy function."""
+    return dp.discrete_laplacian_scale_to_accuracy(scale, alpha)

@@ -11,10 +11,15 @@ Sensitivities, for adding or removing one person who contributes at most N rows 
 - COUNT(*) and COUNT(x): N (the person's rows, however they fall into groups)
 - COUNT(DISTINCT unit): min(G, N) with GROUP BY (one per group reached), 1 without
 - SUM(x) with x clamped to [lo, hi]: N * max(|lo|, |hi|)
+
+Every quantity is an integer, so all noise is OpenDP's discrete Laplace and no sensitivity is
+understated by floating-point arithmetic: sums are exact DECIMAL(38, 6) in DuckDB and are noised as an
+integer count of millionths (`Quantity.unit`), with bounds rounded outward to a millionth.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from enclave.catalog.manifest import Manifest
@@ -34,18 +39,29 @@ class PlanError(Exception):
         self.message = message
 
 
+SUM_UNIT = 10**6
+
+
 @dataclass(frozen=True)
 class Quantity:
-    """One noised vector: a column of the executed query's result, and how it is protected."""
+    """One noised vector: a column of the executed query's result, and how it is protected.
+
+    Noise is added to integers: the value times `unit` (1 for counts, a million for sums). `sensitivity`,
+    `scale` and `accuracy` are in the value's own units; `noise_scale` is the scale OpenDP samples at.
+    """
 
     column: str
     function: str
-    integer: bool
+    unit: int
     mechanism: str
     sensitivity: float
-    scale: float
+    noise_scale: float
     epsilon: float
     accuracy: float
+
+    @property
+    def scale(self) -> float:
+        return self.noise_scale / self.unit
 
 
 @dataclass(frozen=True)
@@ -69,13 +85,14 @@ def _identity(measure: Measure) -> tuple[str, str]:
     return measure.function, measure.arg.sql("duckdb") if measure.arg is not None else ""
 
 
-def _sensitivity(measure: Measure, rows: int, groups: int, grouped: bool) -> float:
-    if measure.function == "count_units":
-        return float(min(groups, rows)) if grouped else 1.0
-    if measure.function == "count":
-        return float(rows)
-    low, high = measure.bounds or (0.0, 0.0)
-    return rows * max(abs(low), abs(high))
+def sensitivity(function: str, bounds: tuple[float, float] | None, rows: int, groups: int, grouped: bool) -> int:
+    """L1 sensitivity of one quantity, in its noised integer units (see the module docstring)."""
+    if function == "count_units":
+        return min(groups, rows) if grouped else 1
+    if function == "count":
+        return rows
+    low, high = bounds or (0.0, 0.0)
+    return rows * math.ceil(max(abs(low), abs(high)) * SUM_UNIT)
 
 
 def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, epsilon: float | None,
@@ -105,16 +122,16 @@ def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, ep
     selection: int | None = None
     spent_delta = 0.0
     for measure in distinct.values():
-        integer = measure.function != "sum"
-        sensitivity = _sensitivity(measure, rows, groups, grouped)
+        unit = SUM_UNIT if measure.function == "sum" else 1
+        d_in = sensitivity(measure.function, measure.bounds, rows, groups, grouped)
         if measure is units and public is None:
-            scale, selection, spent, spent_delta = noise.threshold_for(int(sensitivity), share, delta, threshold)
+            scale, selection, spent, spent_delta = noise.threshold_for(d_in, share, delta, threshold)
             mechanism = "laplace_threshold"
         else:
-            scale, spent = noise.scale_for(integer, sensitivity, share)
-            mechanism = "discrete_laplace" if integer else "laplace"
-        quantities.append(Quantity(measure.name, measure.function, integer, mechanism, sensitivity, scale, spent,
-                                   noise.accuracy(integer, scale, rules.privacy.alpha)))
+            scale, spent = noise.scale_for(d_in, share)
+            mechanism = "discrete_laplace"
+        quantities.append(Quantity(measure.name, measure.function, unit, mechanism, d_in / unit, scale, spent,
+                                   noise.accuracy(scale, rules.privacy.alpha) / unit))
     total = sum(q.epsilon for q in quantities)
     if total > epsilon * (1 + 1e-9):
         raise PlanError("epsilon_out_of_range", "The mechanisms would spend more than the ε asked for.")

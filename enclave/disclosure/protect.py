@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from enclave.check.query import AggregateColumn, KeyColumn
 from enclave.disclosure import noise
@@ -39,6 +40,19 @@ def _groups(plan: PrivacyPlan, units: dict[tuple, int]) -> tuple[list[tuple[KeyV
     return groups, {key: int(kept[json.dumps(list(key), default=str)]) for key in groups}
 
 
+LIMIT = 2**62
+
+
+def _units(value: object, unit: int) -> int:
+    """A true count or exact decimal sum as the integer the noise is added to (exact: no float).
+
+    Clipped to the 64-bit range OpenDP works in; clipping moves two values no further apart, so it
+    cannot raise the sensitivity.
+    """
+    units = int(Decimal(value) * unit) if value is not None else 0  # type: ignore[arg-type]
+    return max(-LIMIT, min(LIMIT, units))
+
+
 def _interval(value: float, half_width: float) -> tuple[float, float]:
     return (round(value - half_width, DIGITS), round(value + half_width, DIGITS))
 
@@ -58,9 +72,9 @@ def protect(raw: RawResult, rewritten: RewrittenQuery, plan: PrivacyPlan
         if selected is not None and quantity.mechanism == "laplace_threshold":
             noisy[quantity.column] = [selected[group] for group in groups]
             continue
-        cast = int if quantity.integer else float
-        vector = [cast(true_rows[g][index[quantity.column]] or 0) if g in true_rows else cast(0) for g in groups]
-        noisy[quantity.column] = noise.vector_laplace(quantity.integer, quantity.scale)(vector) if vector else []
+        vector = [_units(true_rows[g][index[quantity.column]], quantity.unit) if g in true_rows else 0
+                  for g in groups]
+        noisy[quantity.column] = noise.vector_laplace(quantity.noise_scale)(vector) if vector else []
 
     persons = noisy[plan.sources[UNITS]]
     rows = []
@@ -83,21 +97,22 @@ def _cell(column: KeyColumn | AggregateColumn, group: tuple, position: int, supp
     if column.function == "avg":
         return _mean(column, position, plan, noisy)
     quantity = plan.quantity(column.name)
-    value = noisy[quantity.column][position]
-    shown: CellValue = int(value) if quantity.integer else round(float(value), DIGITS)
+    value = noisy[quantity.column][position] / quantity.unit
+    shown: CellValue = int(value) if quantity.unit == 1 else round(value, DIGITS)
     return Cell(value=shown, mechanism=quantity.mechanism, scale=quantity.scale,
-                interval=_interval(float(value), quantity.accuracy))
+                interval=_interval(value, quantity.accuracy))
 
 
 def _mean(column: AggregateColumn, position: int, plan: PrivacyPlan, noisy: dict[str, list]) -> Cell:
     """Noisy sum over noisy count, clamped to the bounds; its interval combines both at alpha / 2 each."""
     total_q, count_q = plan.quantity(f"{column.name}__sum"), plan.quantity(f"{column.name}__count")
-    total, count = float(noisy[total_q.column][position]), float(noisy[count_q.column][position])
+    total = noisy[total_q.column][position] / total_q.unit
+    count = float(noisy[count_q.column][position])
     low, high = column.bounds or (float("-inf"), float("inf"))
     if count <= 0:
         return Cell(value=None, mechanism="laplace_ratio", reason="no estimate: the noisy count is not positive")
-    a_total = noise.accuracy(False, total_q.scale, plan.alpha / 2)
-    a_count = noise.accuracy(True, count_q.scale, plan.alpha / 2)
+    a_total = noise.accuracy(total_q.noise_scale, plan.alpha / 2) / total_q.unit
+    a_count = noise.accuracy(count_q.noise_scale, plan.alpha / 2)
     ratios = [t / c for t in (total - a_total, total + a_total) for c in (max(count - a_count, 1.0), count + a_count)]
 
     def clamp(x: float) -> float:

@@ -7,8 +7,14 @@ bounded, and its configuration locked so no statement can undo any of it. Each q
 cursor (a new connection to the same database), so nothing a query creates (temp tables, macros,
 variables) survives into the next. A watchdog interrupts a query that outlives its time limit.
 
-Engine errors are never passed on: their messages can echo data values (a failed cast prints the
-value). Each becomes one of a few generic `ExecutionError` codes.
+Engine errors are never passed on, not even as an exception's cause: their messages can echo data
+values (a failed cast prints the value). Each becomes one of a few generic `ExecutionError` codes.
+
+DuckDB's common-subexpression optimisation is switched off: it can hoist a repeated expression out of
+the TRY() the rewrite stage wraps it in, and so turn a data-dependent error back into an oracle.
+
+DuckDB shares one database instance per file in a process, and its configuration is locked, so every
+Sandbox on one file (with the same limits) shares one connection; each query still gets its own cursor.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import duckdb
 
@@ -28,6 +35,8 @@ EXECUTION_CODES: dict[str, str] = {
     "execution_resources": "The query needed more memory than the rules allow.",
     "execution_failed": "The engine refused or failed the query; details are withheld (they can hold data).",
     "too_many_groups": "The result has more groups than the rules allow.",
+    "type_mismatch": "The query does not type-check in the engine (text compared with a number, say); "
+    "nothing ran and nothing was spent.",
 }
 
 
@@ -51,11 +60,18 @@ class RawResult:
 class Sandbox:
     """A locked-down, read-only DuckDB database, one per dataset and data version."""
 
+    _shared: ClassVar[dict[tuple[str, Execution], tuple[duckdb.DuckDBPyConnection, int]]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, database: Path, execution: Execution, max_groups: int) -> None:
         self.database = database
         self.execution = execution
         self.max_groups = max_groups
-        self._connection = self._open()
+        self._key = (str(database.resolve()), execution)
+        with self._shared_lock:
+            connection, users = self._shared.get(self._key) or (self._open(), 0)
+            self._shared[self._key] = (connection, users + 1)
+        self._connection = connection
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         connection = duckdb.connect(str(self.database), read_only=True, config={
@@ -66,24 +82,45 @@ class Sandbox:
             "allow_unsigned_extensions": False,
             "memory_limit": f"{self.execution.memory_limit_mb}MB",
             "max_temp_directory_size": "0GB",
+            "temp_directory": "",
             "threads": self.execution.threads,
         })
         milliseconds = int(self.execution.timeout_seconds * 1000)
         connection.execute(f"SET GLOBAL max_execution_time = {milliseconds}")
         connection.execute("SET GLOBAL error_on_division_by_zero = false")
+        connection.execute("SET GLOBAL disabled_optimizers = 'common_subexpressions'")
         connection.execute("SET lock_configuration = true")  # last: nothing can change the above now
         return connection
 
     def close(self) -> None:
-        self._connection.close()
+        with self._shared_lock:
+            connection, users = self._shared.pop(self._key, (self._connection, 1))
+            if users > 1:
+                self._shared[self._key] = (connection, users - 1)
+            else:
+                connection.close()
 
     def _statement_check(self, sql: str) -> None:
         try:
             statements = self._connection.extract_statements(sql)
-        except duckdb.Error as error:
-            raise ExecutionError("not_one_select") from error
+        except duckdb.Error:
+            raise ExecutionError("not_one_select") from None
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             raise ExecutionError("not_one_select")
+
+    def bind(self, sql: str) -> None:
+        """Plan the query without running it, so a type error is refused before any budget is spent.
+
+        Binding reads the catalog, not the data: whether it fails cannot depend on any row.
+        """
+        self._statement_check(sql)
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(f"EXPLAIN {sql}")
+        except duckdb.Error:
+            raise ExecutionError("type_mismatch") from None
+        finally:
+            cursor.close()
 
     def execute(self, sql: str) -> RawResult:
         """Run one SELECT and return at most `max_groups` rows, or raise a safe ExecutionError.
@@ -100,12 +137,12 @@ class Sandbox:
             cursor.execute(sql)
             columns = tuple(d[0] for d in cursor.description or ())
             rows = cursor.fetchmany(self.max_groups + 1)
-        except duckdb.InterruptException as error:
-            raise ExecutionError("execution_timeout") from error
-        except duckdb.OutOfMemoryException as error:
-            raise ExecutionError("execution_resources") from error
-        except duckdb.Error as error:
-            raise ExecutionError("execution_failed") from error
+        except duckdb.InterruptException:
+            raise ExecutionError("execution_timeout") from None
+        except duckdb.OutOfMemoryException:
+            raise ExecutionError("execution_resources") from None
+        except duckdb.Error:
+            raise ExecutionError("execution_failed") from None
         finally:
             done.set()
             watchdog.join()

@@ -46,8 +46,16 @@ def _number(value: float) -> exp.Literal:
     return exp.Literal.number(int(value) if float(value).is_integer() else value)
 
 
+SUM_TYPE = exp.DataType.build("DECIMAL(38, 6)", dialect="duckdb")
+
+
 def clamp_measures(plan: Plan, ctx: RewriteContext) -> Plan:
-    """Each summed value is clamped to its bounds. NULL stays NULL (unlike LEAST/GREATEST in DuckDB)."""
+    """Each summed value is clamped to its bounds and made an exact decimal; NULL stays NULL.
+
+    Exact decimals make DuckDB's sum exact (no floating-point rounding that could let one person move
+    a sum by more than the sensitivity the noise is calibrated to), and the noise is then added to an
+    integer number of millionths. LEAST/GREATEST are not used: in DuckDB they turn NULL into a bound.
+    """
     measures = []
     for m in plan.measures:
         if m.function == "sum" and m.arg is not None and m.bounds is not None:
@@ -57,7 +65,7 @@ def clamp_measures(plan: Plan, ctx: RewriteContext) -> Plan:
                      exp.If(this=exp.GT(this=m.arg.copy(), expression=_number(high)), true=_number(high))],
                 default=m.arg.copy(),
             )
-            m = dataclasses.replace(m, arg=clamped)
+            m = dataclasses.replace(m, arg=exp.Cast(this=clamped, to=SUM_TYPE.copy()))
         measures.append(m)
     return dataclasses.replace(plan, measures=tuple(measures))
 
@@ -70,14 +78,47 @@ def guard_errors(plan: Plan, ctx: RewriteContext) -> Plan:
     """Every row-level expression runs inside TRY(): an error becomes NULL instead of failing the query.
 
     Without this, a query could make DuckDB raise (an overflow, a bad cast) only when some row matches a
-    condition, and learn a fact about one person from whether it failed.
+    condition, and learn a fact about one person from whether it failed. The filter is cast to BOOLEAN
+    inside the TRY, or DuckDB would cast a non-boolean filter outside it. It runs before clamping, so an
+    expression the clamp repeats is already guarded.
     """
     relation = plan.relation.copy()
     where = relation.args.get("where")
     if where is not None:
-        where.set("this", _try(where.this))
+        where.set("this", _try(exp.Cast(this=where.this, to=exp.DataType.build("BOOLEAN"))))
     keys = tuple(dataclasses.replace(k, expr=_try(k.expr)) for k in plan.keys)
     measures = tuple(dataclasses.replace(m, arg=_try(m.arg)) if m.arg is not None else m for m in plan.measures)
+    return dataclasses.replace(plan, relation=relation, keys=keys, measures=measures)
+
+
+_OPERATORS = (exp.Binary, exp.Unary, exp.Between, exp.In, exp.Is)
+
+
+def _explicit(node: exp.Expr) -> exp.Expr:
+    node = node.copy()
+    for inner in reversed(list(node.walk())):  # children before their parents
+        if isinstance(inner, _OPERATORS) and not isinstance(inner, exp.Paren) and not isinstance(
+                inner.parent, exp.Paren):
+            wrapper = exp.Paren()
+            if inner is node:
+                return exp.Paren(this=node)
+            inner.replace(wrapper)
+            wrapper.set("this", inner)
+    return node
+
+
+def parenthesize(plan: Plan, ctx: RewriteContext) -> Plan:
+    """Every operator gets explicit parentheses, so DuckDB parses exactly the tree that was checked.
+
+    sqlglot prints the fewest parentheses its own precedence rules need; where DuckDB's rules differ
+    (chained comparisons, say) the executed query would mean something else than the checked one.
+    """
+    relation = plan.relation.copy()
+    where = relation.args.get("where")
+    if where is not None:
+        where.set("this", _explicit(where.this))
+    keys = tuple(dataclasses.replace(k, expr=_explicit(k.expr)) for k in plan.keys)
+    measures = tuple(dataclasses.replace(m, arg=_explicit(m.arg)) if m.arg is not None else m for m in plan.measures)
     return dataclasses.replace(plan, relation=relation, keys=keys, measures=measures)
 
 
@@ -97,8 +138,9 @@ def bound_contributions(plan: Plan, ctx: RewriteContext) -> Plan:
 
 RULES: tuple[Rule, ...] = (
     split_averages,
-    clamp_measures,
     guard_errors,
+    clamp_measures,
+    parenthesize,
     count_units,
     bound_contributions,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from enclave.audit.merkle import merkle_root, node_hash, leaf_hash
+from enclave.audit.merkle import leaf_hash, merkle_root, node_hash
 
 LEAVES = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
 ROOTS = [
