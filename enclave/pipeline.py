@@ -52,6 +52,7 @@ QUERY_CODES: dict[str, str] = {
     "budget_exceeded": "The query costs more ε or δ than the grant has left; nothing ran.",
     "request_in_progress": "An identical request is still running; its answer will be replayed.",
     "protection_failed": "The result could not be protected; nothing was released, the charge is spent.",
+    "audit_unavailable": "The audit log could not record the release, so nothing was released; the charge is spent.",
 }
 
 
@@ -217,12 +218,15 @@ class Enclave:
                           suppression_threshold=plan.suppression_threshold, columns=columns, rows=rows)
         payload = release.payload()
         suppressed = sum(1 for row in rows for cell in row if cell.suppressed)
-        with self.audit.transaction() as tx:
-            released = tx.append("query.released", researcher, "allow", [], query_id=query_id, dataset=dataset,
-                                 data_version=prepared.data_version, groups=len(rows),
-                                 cells=sum(len(row) for row in rows), suppressed_cells=suppressed,
-                                 payload_sha256=sha256_text(payload))
-            replay.complete(tx, key, payload, int(released["seq"]))
+        try:  # nothing is released unless its record is durably written first
+            with self.audit.transaction() as tx:
+                released = tx.append("query.released", researcher, "allow", [], query_id=query_id, dataset=dataset,
+                                     data_version=prepared.data_version, groups=len(rows),
+                                     cells=sum(len(row) for row in rows), suppressed_cells=suppressed,
+                                     payload_sha256=sha256_text(payload))
+                replay.complete(tx, key, payload, int(released["seq"]))
+        except Exception:
+            raise QueryError("audit_unavailable", QUERY_CODES["audit_unavailable"]) from None
         return release.model_copy(update={"audit_seq": released["seq"], "epsilon_remaining": left.epsilon,
                                           "delta_remaining": left.delta})
 

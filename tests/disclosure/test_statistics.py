@@ -1,0 +1,100 @@
+"""Statistical tests of protect(): large samples, fixed tolerances that a wrong scale or a suppression
+decided on true values would fail."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from enclave.disclosure.plan import plan_privacy
+from enclave.disclosure.protect import protect
+from enclave.execute.sandbox import RawResult
+
+TRIALS = 1500
+SQL = "SELECT school, COUNT(DISTINCT person_id) AS children, COUNT(*) AS n FROM enrollments GROUP BY school"
+
+
+def discrete_laplace_variance(scale: float) -> float:
+    p = math.exp(-1 / scale)
+    return 2 * p / (1 - p) ** 2
+
+
+@pytest.fixture(scope="module")
+def setup(enclave, manifest, rules):
+    rewritten = enclave.prepare("demo", SQL).rewritten
+    plan = plan_privacy(rewritten, manifest, rules, 1.0)
+    schools = [group[0] for group in plan.groups]
+    return rewritten, plan, schools
+
+
+def raw(schools: list[str], persons: int, rows: int, present: int | None = None) -> RawResult:
+    kept = schools if present is None else schools[:present]
+    return RawResult(("school", "children", "n", "__units"), tuple((s, persons, rows, persons) for s in kept))
+
+
+def test_released_counts_are_integers_with_the_planned_noise_scale(setup):
+    rewritten, plan, schools = setup
+    true_rows = 5000
+    errors = []
+    for _ in range(TRIALS):
+        _, rows = protect(raw(schools, 2000, true_rows), rewritten, plan)
+        for row in rows:
+            assert isinstance(row[2].value, int)
+            errors.append(row[2].value - true_rows)
+    scale = plan.quantity("n").noise_scale
+    assert plan.quantity("n").sensitivity == 12
+    assert scale == pytest.approx(24.0)
+    expected = discrete_laplace_variance(scale)
+    assert statistics.fmean(errors) == pytest.approx(0, abs=4 * math.sqrt(expected / len(errors)))
+    # 30,000 draws: the variance's relative standard error is about 1.3%; a scale off by 10% is off 20%
+    assert statistics.pvariance(errors) == pytest.approx(expected, rel=0.05)
+
+
+def test_suppression_happens_exactly_on_noisy_counts_below_the_threshold(setup):
+    rewritten, plan, schools = setup
+    threshold = plan.suppression_threshold
+    suppressed = released = 0
+    for _ in range(TRIALS):
+        _, rows = protect(raw(schools, threshold, 40), rewritten, plan)
+        for row in rows:
+            if row[1].suppressed:
+                assert row[1].value is None
+                assert row[2].value is None
+                assert row[2].suppressed
+                assert row[2].reason == f"fewer than {threshold} persons (noisy count)"
+                assert row[0].value in schools  # the key stays
+                suppressed += 1
+            else:
+                assert row[1].value >= threshold  # released only when the noisy count reached it
+                released += 1
+    # the true count is exactly the threshold: a group is suppressed when the noise is negative,
+    # P = (1 - P(0)) / 2 for the discrete Laplace; a decision on the true count would never suppress
+    p = math.exp(-1 / plan.quantity("__units").noise_scale)
+    expected = (1 - (1 - p) / (1 + p)) / 2
+    total = suppressed + released
+    assert suppressed / total == pytest.approx(expected, abs=4 * math.sqrt(expected * (1 - expected) / total))
+
+
+def test_groups_without_data_are_released_as_suppressed_never_dropped(setup):
+    rewritten, plan, schools = setup
+    _, rows = protect(raw(schools, 500, 900, present=3), rewritten, plan)
+    assert [row[0].value for row in rows] == schools
+    empty = rows[3:]
+    assert sum(row[2].suppressed for row in empty) >= len(empty) - 2  # noise ≥ 11 from 0 is rare
+    assert all(not row[2].suppressed for row in rows[:3])
+
+
+def test_means_are_clamped_noisy_ratios_with_their_interval(enclave, manifest, rules):
+    rewritten = enclave.prepare("demo", "SELECT AVG(days_absent) AS a FROM enrollments").rewritten
+    plan = plan_privacy(rewritten, manifest, rules, 1.0)
+    true = RawResult(("a__sum", "a__count", "__units"), ((90_000, 10_000, 5_000),))
+    values = []
+    for _ in range(300):
+        _, rows = protect(true, rewritten, plan)
+        cell = rows[0][0]
+        assert 0 <= cell.value <= 180
+        assert cell.interval[0] <= cell.value <= cell.interval[1]
+        values.append(cell.value)
+    assert statistics.fmean(values) == pytest.approx(9.0, abs=0.2)
