@@ -259,7 +259,8 @@ class Enclave:
             if refusal is not None:
                 raise refusal
             if time.monotonic() > deadline:
-                raise QueryError("request_in_progress", "An identical request is still running; ask again later.")
+                raise self._refuse(researcher, record, QueryError("request_in_progress", QUERY_CODES[
+                    "request_in_progress"]))
             time.sleep(0.05)
 
     def _failed(self, researcher: str, dataset: str, query_id: str, key: str, error: QueryError) -> QueryError:
