@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +107,17 @@ def plan_summary(plan: PrivacyPlan) -> dict[str, object]:
     }
 
 
+@contextmanager
+def _stage(timings: dict[str, float] | None, name: str) -> Iterator[None]:
+    """Add the wall time of a stage to `timings` (when the caller asked for them)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+
+
 class Enclave:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -184,30 +197,39 @@ class Enclave:
             tx.append("query.refused", researcher, "deny", reasons, **record, code=error.code)
         return error
 
-    def query(self, researcher: str, dataset: str, sql: str, epsilon: float | None = None) -> Release:
-        """The whole protected pipeline for one request; raises QueryError when refused or failed."""
+    def query(self, researcher: str, dataset: str, sql: str, epsilon: float | None = None,
+              timings: dict[str, float] | None = None) -> Release:
+        """The whole protected pipeline for one request; raises QueryError when refused or failed.
+
+        `timings`, when given, receives the seconds spent in each stage (for bench/).
+        """
         record: dict[str, object] = {"dataset": dataset, "rules_sha256": self.rules.sha256,
                                      "sql_submitted": sql, "sql_submitted_sha256": sha256_text(sql)}
-        prepared = self.prepare(dataset, sql)
+        with _stage(timings, "check+rewrite+bind"):
+            prepared = self.prepare(dataset, sql)
         if prepared.rewritten is None or prepared.data_version is None:
             raise self._refuse(researcher, record, QueryError(
                 "check_failed", "The query was refused by the check.", prepared.result.violations))
         rewritten = prepared.rewritten
         try:
-            plan = self.plan(dataset, rewritten, epsilon)
+            with _stage(timings, "plan"):
+                plan = self.plan(dataset, rewritten, epsilon)
         except PlanError as error:
             raise self._refuse(researcher, record, QueryError(error.code, error.message)) from None
         record.update(data_version=prepared.data_version, canonical_sql=rewritten.checked.canonical_sql,
                       sql_executed_sha256=sha256_text(rewritten.sql), plan=plan_summary(plan))
         key = replay.request_key(researcher, dataset, prepared.data_version, rewritten.checked.canonical_sql,
                                  plan.epsilon)
-        reserved = self._reserve_or_replay(researcher, dataset, plan, key, record)
+        with _stage(timings, "reserve+audit"):
+            reserved = self._reserve_or_replay(researcher, dataset, plan, key, record)
         if isinstance(reserved, Release):
             return reserved
         query_id, left = reserved
         try:
-            raw = self.execute_unprotected(dataset, rewritten)
-            columns, rows = protect(raw, rewritten, plan)
+            with _stage(timings, "execute"):
+                raw = self.execute_unprotected(dataset, rewritten)
+            with _stage(timings, "protect"):
+                columns, rows = protect(raw, rewritten, plan)
         except ExecutionError as error:
             raise self._failed(researcher, dataset, query_id, key, QueryError(error.code, error.message)) from None
         except Exception:  # never a partial release, never a trace: recorded, charge kept
@@ -219,7 +241,7 @@ class Enclave:
         payload = release.payload()
         suppressed = sum(1 for row in rows for cell in row if cell.suppressed)
         try:  # nothing is released unless its record is durably written first
-            with self.audit.transaction() as tx:
+            with _stage(timings, "record release"), self.audit.transaction() as tx:
                 released = tx.append("query.released", researcher, "allow", [], query_id=query_id, dataset=dataset,
                                      data_version=prepared.data_version, groups=len(rows),
                                      cells=sum(len(row) for row in rows), suppressed_cells=suppressed,

@@ -9,7 +9,8 @@ Groups without a public key set go through OpenDP's Laplace threshold, whose map
 
 from __future__ import annotations
 
-from functools import cache
+import math
+from functools import lru_cache
 
 import opendp.prelude as dp
 
@@ -18,7 +19,7 @@ dp.enable_features("contrib")
 INTEGER = "i64"
 
 
-@cache
+@lru_cache(maxsize=1024)
 def vector_laplace(scale: float) -> dp.Measurement:
     """Discrete Laplace noise on each element of a vector of 64-bit integers."""
     return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=INTEGER)), dp.l1_distance(T=INTEGER), scale)
@@ -27,14 +28,16 @@ def vector_laplace(scale: float) -> dp.Measurement:
 def scale_for(sensitivity: int, epsilon: float) -> tuple[float, float]:
     """The smallest scale whose OpenDP privacy map at `sensitivity` is within `epsilon`, and that ε."""
     scale = sensitivity / epsilon
-    spent = vector_laplace(scale).map(sensitivity)
-    if spent > epsilon:  # rounding in the map: search for the scale OpenDP itself accepts
-        scale = dp.binary_search_param(vector_laplace, d_in=sensitivity, d_out=epsilon)
+    for _ in range(8):  # the map rounds up: step the scale up by the least amount until OpenDP accepts it
         spent = vector_laplace(scale).map(sensitivity)
-    return scale, spent
+        if spent <= epsilon:
+            return scale, spent
+        scale = math.nextafter(scale, math.inf)
+    scale = dp.binary_search_param(vector_laplace, d_in=sensitivity, d_out=epsilon)
+    return scale, vector_laplace(scale).map(sensitivity)
 
 
-@cache
+@lru_cache(maxsize=1024)
 def threshold_measurement(scale: float, threshold: int) -> dp.Measurement:
     domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T=INTEGER))
     metric = dp.l01inf_distance(dp.absolute_distance(T=INTEGER))

@@ -111,47 +111,65 @@ def _plain(plan: Plan) -> exp.Select:
 
 
 def _bounded(plan: Plan, bounds: Bounds) -> exp.Select:
-    """Rows of each person bounded by a keyed-hash order, then the groups each person reaches.
+    """Each person's contribution bounded, aggregated per (person, group) first (Wilson et al., 2020).
 
     `__rows` projects the unit, keys and measure arguments of every row that passes WHERE, with a hash
-    of (salt, unit, row identity) as its order. `__bounded_rows` keeps each person's first `max_rows`
-    rows in that order; `__bounded` then keeps the rows of each person's first `max_groups` groups, in
-    an order keyed by (salt, unit, keys). Ties are broken by the row identity and the keys themselves,
-    so the choice is a function of the data version and the salt alone.
+    of (salt, unit, row identity) as its order. `__cells` aggregates them per (person, group) with a
+    hash aggregate, and `__per_unit` counts each person's rows and groups on that smaller table. A
+    person within both bounds keeps every cell (`__within`): no sort, and that is nearly everyone. The
+    others go back to their rows: their first `max_rows` rows in hash order (`__over_rows`), of those
+    the rows of their first `max_groups` groups in an order keyed by (salt, unit, keys) (`__over`),
+    aggregated into cells the same way. Ties are broken by the row identity and the keys, so the choice
+    is a function of the data version and the salt alone. For a person within the bounds the windows
+    would keep every row, so this is exactly the windowed bound applied to everyone, at the cost of hash
+    aggregates. The final SELECT adds the cells up per group; a group's persons are its cells.
     """
     identity = _row_identity(plan.relation)
-    unit = exp.column("__unit", quoted=True)
-    key_cols = [exp.column(f"__k{i}", quoted=True) for i in range(len(plan.keys))]
-    arg_cols = {m.name: exp.column(f"__a{i}", quoted=True) for i, m in enumerate(plan.measures) if m.arg}
+    args = {m.name: f"__a{i}" for i, m in enumerate(plan.measures) if m.arg}
     rows = plan.relation.copy()
     rows.set("expressions", [
         exp.alias_(plan.unit.copy(), "__unit", quoted=True),
         *(exp.alias_(k.expr.copy(), f"__k{i}", quoted=True) for i, k in enumerate(plan.keys)),
-        *(exp.alias_(m.arg.copy(), arg_cols[m.name].name, quoted=True) for m in plan.measures if m.arg),
+        *(exp.alias_(m.arg.copy(), args[m.name], quoted=True) for m in plan.measures if m.arg),
         *(exp.alias_(column, f"__r{i}", quoted=True) for i, column in enumerate(identity)),
         exp.alias_(exp.func("hash", exp.Literal.number(bounds.salt), plan.unit.copy(), *identity),
                    "__row_order", quoted=True),
     ])
+    keys = ", ".join(f'"__k{i}"' for i in range(len(plan.keys)))
+    cell_by = ", ".join(['"__unit"', *([keys] if keys else [])])
+    partials = ", ".join(['count(*) AS "__n"', *(
+        f'{"sum" if m.function == "sum" else "count"}("{column}") AS "{column}"' for m in plan.measures
+        if (column := args.get(m.name)))])
     row_ids = ", ".join(f'"__r{i}"' for i in range(len(identity)))
+    within = f'u."__n" <= {int(bounds.max_rows)} AND u."__g" <= {int(bounds.max_groups)}'
+    over = "__over" if plan.keys else "__over_rows"
     # Only integers and this stage's own column names are formatted into these fixed query shapes.
-    bounded_rows = sqlglot.parse_one(
-        f'SELECT * FROM "__rows" QUALIFY row_number() OVER (PARTITION BY "__unit" '  # noqa: S608
-        f'ORDER BY "__row_order", {row_ids}) <= {int(bounds.max_rows)}', read="duckdb")
-    ctes = [("__rows", rows), ("__bounded_rows", bounded_rows)]
-    if plan.keys:
-        keys = ", ".join(f'"__k{i}"' for i in range(len(plan.keys)))
-        ctes.append(("__bounded", sqlglot.parse_one(
-            f'SELECT * FROM "__bounded_rows" QUALIFY dense_rank() OVER (PARTITION BY "__unit" '  # noqa: S608
-            f'ORDER BY hash({int(bounds.salt)}, "__unit", {keys}), {keys}) <= {int(bounds.max_groups)}',
-            read="duckdb")))
-    final_source = ctes[-1][0]
+    fixed = {
+        "__cells": f'SELECT {cell_by}, {partials} FROM "__rows" GROUP BY {cell_by}',
+        "__per_unit": 'SELECT "__unit", sum("__n") AS "__n", count(*) AS "__g" FROM "__cells" GROUP BY "__unit"',
+        "__within": f'SELECT c.* FROM "__cells" AS c JOIN "__per_unit" AS u USING ("__unit") WHERE {within}',
+        "__over_rows": (f'SELECT r.* FROM "__rows" AS r JOIN "__per_unit" AS u USING ("__unit") '
+                        f'WHERE NOT ({within}) QUALIFY row_number() OVER (PARTITION BY "__unit" '
+                        f'ORDER BY "__row_order", {row_ids}) <= {int(bounds.max_rows)}'),
+        **({"__over": (f'SELECT * FROM "__over_rows" QUALIFY dense_rank() OVER (PARTITION BY "__unit" '
+                       f'ORDER BY hash({int(bounds.salt)}, "__unit", {keys}), {keys}) <= {int(bounds.max_groups)}')}
+           if plan.keys else {}),
+        "__bounded": (f'SELECT * FROM "__within" UNION ALL '
+                      f'SELECT {cell_by}, {partials} FROM "{over}" GROUP BY {cell_by}'),
+    }
     final = exp.select(
-        *(exp.alias_(col, k.name, quoted=True) for col, k in zip(key_cols, plan.keys, strict=True)),
-        *(exp.alias_(_aggregate(m, arg_cols[m.name].copy() if m.arg else None, unit.copy()), m.name, quoted=True)
-          for m in plan.measures),
-    ).from_(exp.Table(this=_ident(final_source)))
+        *(exp.alias_(exp.column(f"__k{i}", quoted=True), k.name, quoted=True) for i, k in enumerate(plan.keys)),
+        *(exp.alias_(_from_cells(m, args.get(m.name)), m.name, quoted=True) for m in plan.measures),
+    ).from_(exp.Table(this=_ident("__bounded")))
     if plan.keys:
-        final = final.group_by(*(col.copy() for col in key_cols))
-    for name, query in ctes:
+        final = final.group_by(*(exp.column(f"__k{i}", quoted=True) for i in range(len(plan.keys))))
+    for name, query in [("__rows", rows), *((n, sqlglot.parse_one(q, read="duckdb")) for n, q in fixed.items())]:
         final = final.with_(exp.to_identifier(name, quoted=True), as_=query)
     return final
+
+
+def _from_cells(measure: Measure, column: str | None) -> exp.Expr:
+    """A measure as a total over (person, group) cells: a group's persons are its cells."""
+    if measure.function == "count_units":
+        return exp.Count(this=exp.Star())
+    return exp.Sum(this=exp.column(column or "__n", quoted=True))
