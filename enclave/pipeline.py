@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from enclave.audit.records import sha256_text
@@ -58,20 +58,16 @@ QUERY_CODES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
 class QueryError(Exception):
     """A query that was refused or failed; code and message are safe to show (no data, no paths)."""
 
-    code: str
-    message: str
-    violations: tuple[Violation, ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        if self.code not in QUERY_CODES and self.code not in EXECUTION_CODES:
-            raise ValueError(f"undocumented query code {self.code!r}")
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
+    def __init__(self, code: str, message: str, violations: tuple[Violation, ...] = ()) -> None:
+        if code not in QUERY_CODES and code not in EXECUTION_CODES:
+            raise ValueError(f"undocumented query code {code!r}")
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.violations = violations
 
 
 @dataclass(frozen=True)

@@ -275,6 +275,10 @@ class JumpingClock:
     def sleep(self, seconds: float) -> None:
         time.sleep(min(seconds, 0.01))
 
+    @staticmethod
+    def perf_counter() -> float:
+        return time.perf_counter()
+
 
 def test_crash_between_charge_and_release(killed_mid_query: tuple[Path, str], monkeypatch: pytest.MonkeyPatch,
                                           open_enclave: Callable[[Path], Enclave]) -> None:
