@@ -158,3 +158,13 @@ def test_release_csv_has_values_intervals_and_suppression(fresh):
     assert lines[0] == "gender,n,n_lower,n_upper,n_suppressed"
     assert len(lines) == 4
     assert json.loads(release.model_dump_json())["rows"][0][1]["mechanism"] == "discrete_laplace"
+
+
+def test_order_and_limit_trim_the_noisy_release(fresh):
+    release = fresh.query("alice", "demo", "SELECT school, COUNT(*) AS n FROM enrollments GROUP BY school "
+                          "ORDER BY n DESC LIMIT 3 OFFSET 1", 1.0)
+    values = [row[1].value for row in release.rows]
+    assert len(values) == 3
+    assert values == sorted(values, reverse=True)
+    [released] = records(fresh, "query.released")
+    assert released["groups"] == 3

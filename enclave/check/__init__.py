@@ -1,6 +1,6 @@
 """check: untrusted SQL in, a checked query or every violation out. No data is touched.
 
-Order: bounded parse -> grammar allow-list -> normalise -> semantic checks -> qualify against the
+Order: bounded parse -> desugar (FILTER) -> grammar allow-list -> normalise -> semantic checks -> qualify against the
 manifest -> the same checks again on the qualified tree (fail closed if they disagree) -> describe.
 """
 
@@ -13,7 +13,7 @@ from sqlglot import exp
 from enclave.catalog.manifest import Manifest
 from enclave.check.grammar import check_grammar
 from enclave.check.parse import parse
-from enclave.check.query import CheckedQuery, describe, normalize, qualified
+from enclave.check.query import CheckedQuery, describe, desugar, normalize, qualified
 from enclave.check.semantics import SEMANTIC_CHECKS, Context
 from enclave.check.violations import CODES, Violation
 from enclave.policy.rules import Rules
@@ -60,6 +60,7 @@ def _check(source: str, rules: Rules, manifest: Manifest) -> CheckResult:
     if tree is None:
         return CheckResult(tuple(found))
     ctx = Context(source, rules, manifest)
+    tree = desugar(tree)
     found = check_grammar(tree, source, rules)
     if found or not isinstance(tree, exp.Select):
         return CheckResult(tuple(found))

@@ -19,7 +19,9 @@ from enclave.policy.rules import Rules, function_key
 
 # Structural nodes and the arguments each may set (an argument that is None, False or empty is unset).
 STRUCTURE: dict[type[exp.Expr], frozenset[str]] = {
-    exp.Select: frozenset({"expressions", "from_", "joins", "where", "group", "order"}),
+    exp.Select: frozenset({"expressions", "from_", "joins", "where", "group", "order", "limit", "offset"}),
+    exp.Limit: frozenset({"expression"}),
+    exp.Offset: frozenset({"expression"}),
     exp.From: frozenset({"this"}),
     exp.Join: frozenset({"this", "on", "using", "side", "kind", "method"}),
     exp.Where: frozenset({"this"}),
@@ -49,6 +51,8 @@ PLACES: dict[type[exp.Expr], frozenset[tuple[type[exp.Expr], str]]] = {
     exp.Group: frozenset({(exp.Select, "group")}),
     exp.Order: frozenset({(exp.Select, "order")}),
     exp.Ordered: frozenset({(exp.Order, "expressions")}),
+    exp.Limit: frozenset({(exp.Select, "limit")}),
+    exp.Offset: frozenset({(exp.Select, "offset")}),
     exp.Table: frozenset({(exp.From, "this"), (exp.Join, "this")}),
     exp.TableAlias: frozenset({(exp.Table, "alias")}),
     exp.Alias: frozenset({(exp.Select, "expressions")}),
@@ -93,8 +97,7 @@ FAMILIES: tuple[tuple[tuple[type[exp.Expr], ...], str, str], ...] = (
 CLAUSE_CODES: dict[str, tuple[str, str]] = {
     "with_": ("cte_not_allowed", "A WITH clause is not allowed."),
     "having": ("having_not_allowed", "HAVING filters groups on true values before noise is added."),
-    "limit": ("limit_not_allowed", "LIMIT selects rows by true values before noise is added."),
-    "offset": ("limit_not_allowed", "OFFSET selects rows by true values before noise is added."),
+    "limit_options": ("limit_not_allowed", "LIMIT ... PERCENT is not allowed; LIMIT takes a number of rows."),
     "qualify": ("window_not_allowed", "QUALIFY filters on window functions, which are not allowed."),
     "windows": ("window_not_allowed", "A WINDOW clause is not allowed."),
     "distinct": ("distinct_not_allowed", "SELECT DISTINCT is not allowed; use GROUP BY with an aggregate."),
@@ -112,7 +115,7 @@ CLAUSE_CODES: dict[str, tuple[str, str]] = {
 
 _REMEDIES = {
     "having_not_allowed": "filter the released table instead; small cells are suppressed automatically",
-    "limit_not_allowed": "remove LIMIT; sort or trim the released table instead",
+    "limit_not_allowed": "write LIMIT n [OFFSET m] with whole numbers; it trims the released, noisy table",
     "subquery_not_allowed": "write one flat SELECT ... FROM ... [JOIN ...] WHERE ... GROUP BY ...",
     "cte_not_allowed": "write one flat SELECT ... FROM ... [JOIN ...] WHERE ... GROUP BY ...",
     "star_not_allowed": "name the columns you need; COUNT(*) is allowed",

@@ -57,6 +57,8 @@ class CheckedQuery:
     order: tuple[tuple[int, bool], ...]
     unit: exp.Column
     rules_sha256: str
+    limit: int | None = None
+    offset: int = 0
 
     @property
     def keys(self) -> tuple[KeyColumn, ...]:
@@ -69,6 +71,19 @@ class CheckedQuery:
     @property
     def canonical_sql(self) -> str:
         return self.tree.sql("duckdb", comments=False)
+
+
+def desugar(tree: exp.Expr) -> exp.Expr:
+    """Rewrite sugar into the grammar before it is checked: `AGG(x) FILTER (WHERE c)` is `AGG(CASE WHEN c
+    THEN x END)` (COUNT(*) counts `THEN 1`), for COUNT, SUM and AVG; anything else is left to be refused."""
+    tree = tree.copy()
+    for node in list(tree.find_all(exp.Filter)):
+        aggregate, where = node.this, node.expression
+        if (isinstance(aggregate, exp.Count | exp.Sum | exp.Avg) and isinstance(where, exp.Where)
+                and not isinstance(aggregate.this, exp.Distinct) and not aggregate.expressions):
+            value = exp.Literal.number(1) if isinstance(aggregate.this, exp.Star) else aggregate.this
+            node.replace(type(aggregate)(this=exp.Case(ifs=[exp.If(this=where.this, true=value)])))
+    return tree
 
 
 def normalize(tree: exp.Select, manifest: Manifest) -> exp.Select:
@@ -139,4 +154,7 @@ def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
         if (position := order_position(ordered, tree)) is not None
     )
     unit = exp.column(ctx.manifest.privacy_unit, table=scope[0].alias, quoted=True)
-    return CheckedQuery(ctx.manifest.name, tree, tuple(columns), ordering, unit, ctx.rules.sha256)
+    limit, offset = tree.args.get("limit"), tree.args.get("offset")
+    return CheckedQuery(ctx.manifest.name, tree, tuple(columns), ordering, unit, ctx.rules.sha256,
+                        int(limit.expression.this) if limit is not None else None,
+                        int(offset.expression.this) if offset is not None else 0)

@@ -306,6 +306,18 @@ def check_order(tree: exp.Select, ctx: Context) -> list[Violation]:
     ]
 
 
+def check_limit(tree: exp.Select, ctx: Context) -> list[Violation]:
+    """LIMIT and OFFSET are whole numbers: they trim the released table after noise (post-processing)."""
+    found = []
+    for clause in (tree.args.get("limit"), tree.args.get("offset")):
+        value = clause.expression if clause is not None else None
+        if clause is not None and not (isinstance(value, exp.Literal) and not value.is_string
+                                       and value.this.isdigit()):
+            found.append(at("limit_not_allowed", f"{clause.key.upper()} takes a whole number.", ctx.source,
+                            clause, "write LIMIT n [OFFSET m]; it trims the released, noisy table"))
+    return found
+
+
 SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_tables,
     check_joins,
@@ -313,4 +325,5 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_aggregates,
     check_output,
     check_order,
+    check_limit,
 )

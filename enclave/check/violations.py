@@ -33,7 +33,7 @@ CODES: dict[str, str] = {
     "parameter_not_allowed": "A placeholder ($1, ?, :name) in ad-hoc SQL.",
     "clause_not_allowed": "A clause an aggregate query does not need (INTO, hints, settings, ...).",
     "having_not_allowed": "HAVING filters groups on their true values before noise.",
-    "limit_not_allowed": "LIMIT, OFFSET or FETCH select rows by true values before noise.",
+    "limit_not_allowed": "LIMIT or OFFSET that is not a whole number, LIMIT ... PERCENT, or FETCH.",
     "distinct_not_allowed": "SELECT DISTINCT, or DISTINCT in an aggregate other than COUNT(DISTINCT unit).",
     "grouping_sets_not_allowed": "GROUPING SETS, CUBE or ROLLUP.",
     "construct_not_allowed": "An expression outside the allowed grammar (arrays, structs, lambdas, ...).",

@@ -83,7 +83,9 @@ def protect(raw: RawResult, rewritten: RewrittenQuery, plan: PrivacyPlan
         rows.append([_cell(column, group, position, suppressed, plan, noisy, query.keys) for column in query.columns])
     columns = [ReleaseColumn(name=c.name, kind="key" if isinstance(c, KeyColumn) else c.function)  # type: ignore[arg-type]
                for c in query.columns]
-    return columns, _ordered(rows, query.order)
+    ordered = _ordered(rows, query.order)
+    end = None if query.limit is None else query.offset + query.limit
+    return columns, ordered[query.offset:end]  # LIMIT and OFFSET trim the noisy, ordered table
 
 
 def _cell(column: KeyColumn | AggregateColumn, group: tuple, position: int, suppressed: bool, plan: PrivacyPlan,
