@@ -168,3 +168,12 @@ def test_order_and_limit_trim_the_noisy_release(fresh):
     assert values == sorted(values, reverse=True)
     [released] = records(fresh, "query.released")
     assert released["groups"] == 3
+
+
+def test_round_of_an_aggregate_rounds_the_released_value(fresh):
+    release = fresh.query("alice", "demo", "SELECT ROUND(AVG(days_absent), 1) AS a, ROUND(COUNT(*), -2) AS n "
+                          "FROM enrollments", 1.0)
+    mean, count = release.rows[0]
+    assert mean.value == round(mean.value, 1)
+    assert count.value % 100 == 0
+    assert count.interval[0] % 100 == 0

@@ -23,6 +23,7 @@ from enclave.check.semantics import (
     order_position,
     output_items,
     output_name,
+    rounded,
 )
 
 
@@ -42,6 +43,7 @@ class AggregateColumn:
     function: str
     arg: exp.Expr | None
     bounds: Interval | None
+    digits: int | None = None  # ROUND(aggregate, digits): applied to the released value
 
 
 OutputColumn = KeyColumn | AggregateColumn
@@ -136,15 +138,16 @@ def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
     scope = sources(tree)
     keys = group_keys(tree)
     columns: list[OutputColumn] = []
-    for item, inner in zip(tree.expressions, output_items(tree), strict=True):
+    for item, written in zip(tree.expressions, output_items(tree), strict=True):
         name = output_name(item)
+        inner, digits = rounded(written)
         if isinstance(inner, exp.AggFunc):
             function = aggregate_function(inner)
             arg = None if isinstance(inner.this, exp.Star | exp.Distinct) else inner.this
             interval = None
             if function in ("sum", "avg") and arg is not None:
                 interval = bounds(arg, lambda c: (r.column if (r := ctx.resolve(c, scope)) else None))
-            columns.append(AggregateColumn(name, function, arg, interval))
+            columns.append(AggregateColumn(name, function, arg, interval, digits))
         else:
             columns.append(KeyColumn(name, next(key for key in keys if key == inner)))
     order = tree.args.get("order")

@@ -41,6 +41,18 @@ def output_items(tree: exp.Select) -> list[exp.Expr]:
     return [item.this if isinstance(item, exp.Alias) else item for item in tree.expressions]
 
 
+def rounded(item: exp.Expr) -> tuple[exp.Expr, int | None]:
+    """`ROUND(aggregate[, n])` as (aggregate, n): rounding a released value is post-processing."""
+    if isinstance(item, exp.Round) and isinstance(item.this, exp.AggFunc) and not item.args.get("truncate"):
+        digits = item.args.get("decimals")
+        if digits is None:
+            return item.this, 0
+        value = digits.this if isinstance(digits, exp.Neg) else digits
+        if isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit():
+            return item.this, -int(value.this) if isinstance(digits, exp.Neg) else int(value.this)
+    return item, None
+
+
 def output_name(item: exp.Expr) -> str:
     """An output column's name: its alias, its column name, or its expression text."""
     if isinstance(item, exp.Alias):
@@ -183,7 +195,7 @@ def check_columns(tree: exp.Select, ctx: Context) -> list[Violation]:
 def check_aggregates(tree: exp.Select, ctx: Context) -> list[Violation]:
     """Aggregates are allowed ones, stand alone as output columns, and SUM/AVG have bounded arguments."""
     scope = sources(tree)
-    outputs = {id(item) for item in output_items(tree)}
+    outputs = {id(rounded(item)[0]) for item in output_items(tree)}
     allowed = set(ctx.rules.aggregates)
     found, count = [], 0
     for node in tree.find_all(exp.AggFunc):
@@ -195,9 +207,10 @@ def check_aggregates(tree: exp.Select, ctx: Context) -> list[Violation]:
                             ctx.source, node))
             continue
         if id(node) not in outputs:
-            found.append(at("output_not_aggregate", "An output column must be exactly one aggregate or a "
-                            "grouping key, not an expression of an aggregate.", ctx.source, node.parent,
-                            "output the aggregate itself; round or scale the released value afterwards"))
+            found.append(at("output_not_aggregate", "An output column must be exactly one aggregate (or "
+                            "ROUND of one) or a grouping key, not an expression of an aggregate.", ctx.source,
+                            node.parent, "output the aggregate itself, or ROUND(aggregate, n); scale the "
+                            "released value afterwards"))
             continue
         found.extend(_aggregate_form(node, scope, allowed, ctx))
     if count > ctx.rules.limits.max_aggregates:

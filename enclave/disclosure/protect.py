@@ -101,8 +101,17 @@ def _cell(column: KeyColumn | AggregateColumn, group: tuple, position: int, supp
     quantity = plan.quantity(column.name)
     value = noisy[quantity.column][position] / quantity.unit
     shown: CellValue = int(value) if quantity.unit == 1 else round(value, DIGITS)
-    return Cell(value=shown, mechanism=quantity.mechanism, scale=quantity.scale,
-                interval=_interval(value, quantity.accuracy))
+    return _rounded(Cell(value=shown, mechanism=quantity.mechanism, scale=quantity.scale,
+                         interval=_interval(value, quantity.accuracy)), column.digits)
+
+
+def _rounded(cell: Cell, digits: int | None) -> Cell:
+    """ROUND(aggregate, digits) of the query, applied to the released value and interval."""
+    if digits is None or cell.value is None:
+        return cell
+    value = round(cell.value, digits)  # type: ignore[arg-type]
+    interval = tuple(round(bound, digits) for bound in cell.interval) if cell.interval else None
+    return cell.model_copy(update={"value": value, "interval": interval})
 
 
 def _mean(column: AggregateColumn, position: int, plan: PrivacyPlan, noisy: dict[str, list]) -> Cell:
@@ -120,8 +129,8 @@ def _mean(column: AggregateColumn, position: int, plan: PrivacyPlan, noisy: dict
     def clamp(x: float) -> float:
         return round(min(max(x, low), high), DIGITS)
 
-    return Cell(value=clamp(total / count), mechanism="laplace_ratio", scale=total_q.scale,
-                interval=(clamp(min(ratios)), clamp(max(ratios))))
+    return _rounded(Cell(value=clamp(total / count), mechanism="laplace_ratio", scale=total_q.scale,
+                         interval=(clamp(min(ratios)), clamp(max(ratios)))), column.digits)
 
 
 def _ordered(rows: list[list[Cell]], order: tuple[tuple[int, bool], ...]) -> list[list[Cell]]:
