@@ -72,6 +72,7 @@ class Sandbox:
             connection, users = self._shared.get(self._key) or (self._open(), 0)
             self._shared[self._key] = (connection, users + 1)
         self._connection = connection
+        self._closed = False
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         connection = duckdb.connect(str(self.database), read_only=True, config={
@@ -93,7 +94,11 @@ class Sandbox:
         return connection
 
     def close(self) -> None:
+        """Release this sandbox's share of the connection (once: closing twice changes nothing)."""
         with self._shared_lock:
+            if self._closed:
+                return
+            self._closed = True
             connection, users = self._shared.pop(self._key, (self._connection, 1))
             if users > 1:
                 self._shared[self._key] = (connection, users - 1)

@@ -71,6 +71,9 @@ def clamp_measures(plan: Plan, ctx: RewriteContext) -> Plan:
 
 
 def _try(node: exp.Expr) -> exp.Expr:
+    """TRY(node), with every CAST in it a TRY_CAST: a failed cast is NULL without raising, which keeps
+    DuckDB vectorised (an error inside TRY makes it re-evaluate row by row, a thousand times slower)."""
+    node = node.transform(lambda n: exp.TryCast(this=n.this, to=n.args["to"]) if type(n) is exp.Cast else n)
     return node if isinstance(node, exp.Try) else exp.Try(this=node)
 
 
@@ -80,7 +83,7 @@ def guard_errors(plan: Plan, ctx: RewriteContext) -> Plan:
     Without this, a query could make DuckDB raise (an overflow, a bad cast) only when some row matches a
     condition, and learn a fact about one person from whether it failed. The filter is cast to BOOLEAN
     inside the TRY, or DuckDB would cast a non-boolean filter outside it. It runs before clamping, so an
-    expression the clamp repeats is already guarded.
+    expression the clamp repeats is already guarded. Every cast becomes TRY_CAST (see `_try`).
     """
     relation = plan.relation.copy()
     where = relation.args.get("where")
