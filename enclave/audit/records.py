@@ -17,7 +17,11 @@ GENESIS = "0" * 64
 
 # event -> what it records; README.md and audit/README.md document each (a test checks it).
 EVENT_TYPES: dict[str, str] = {
-    "grant.created": "A steward granted a researcher access to a dataset with ε and δ caps.",
+    "grant.created": "A steward granted a researcher a dataset: purpose, dates, ε and δ caps, ad-hoc or not.",
+    "grant.revoked": "A steward revoked a grant, with the reason; it takes effect at the next query.",
+    "principal.roles": "A principal was created or given roles (researcher, reviewer, steward, auditor).",
+    "key.issued": "An API key was issued to a principal (its id only; the secret is never recorded).",
+    "key.revoked": "An API key was revoked.",
     "query.refused": "A query was refused before anything ran (check, plan or budget), with its reasons.",
     "query.charged": "A query's privacy cost was reserved; written before the query executes.",
     "query.failed": "A charged query failed during execution or protection; its charge stays spent.",

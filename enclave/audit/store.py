@@ -31,7 +31,13 @@ CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS grants (
     researcher TEXT NOT NULL, dataset TEXT NOT NULL, epsilon_cap INTEGER NOT NULL, delta_cap INTEGER NOT NULL,
+    purpose TEXT NOT NULL DEFAULT '', starts TEXT NOT NULL DEFAULT '', expires TEXT NOT NULL DEFAULT '',
+    adhoc INTEGER NOT NULL DEFAULT 1, revoked INTEGER NOT NULL DEFAULT 0,
     seq INTEGER NOT NULL, PRIMARY KEY (researcher, dataset));
+CREATE TABLE IF NOT EXISTS principals (name TEXT PRIMARY KEY, roles TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY, principal TEXT NOT NULL, digest TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS charges (
     query_id TEXT PRIMARY KEY, researcher TEXT NOT NULL, dataset TEXT NOT NULL,
     epsilon INTEGER NOT NULL, delta INTEGER NOT NULL, seq INTEGER NOT NULL);
@@ -86,6 +92,13 @@ class Transaction:
         return signed
 
 
+SCHEMA_VERSION = 2
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as it is (for example, it was written by another schema version)."""
+
+
 class AuditStore:
     def __init__(self, path: Path, signer: Signer, checkpoint_every: int = 64) -> None:
         self.path = path
@@ -94,7 +107,13 @@ class AuditStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode = WAL")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            has_tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if has_tables and version != SCHEMA_VERSION:
+                raise StoreError(f"{path} has schema version {version}; this enclave needs {SCHEMA_VERSION}. "
+                                 "Export and verify the old log, then start a new store.")
             connection.executescript(SCHEMA)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)

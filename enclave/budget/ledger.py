@@ -1,4 +1,8 @@
-"""The privacy budget: grants with ε and δ caps, and charges reserved atomically against them.
+"""The privacy budget: grants (a data-use agreement in data) and charges reserved atomically against them.
+
+A grant gives a researcher a dataset for a purpose, from a start date to an expiry date, with ε and δ
+caps, and says whether ad-hoc SQL is allowed or templates only. Revocation and expiry take effect at
+the next reservation: a grant is checked inside the same transaction that charges it.
 
 A charge is reserved inside the audit store's write transaction (`BEGIN IMMEDIATE`), together with the
 `query.charged` record: the cap check, the charge and its record are one atomic step, serialised with
@@ -13,6 +17,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 from enclave.audit.store import Transaction
 
@@ -43,14 +48,71 @@ class Remaining:
     delta: float
 
 
-def grant(tx: Transaction, actor: str, researcher: str, dataset: str, epsilon_cap: float, delta_cap: float) -> None:
-    """Grant (or replace) a researcher's caps on a dataset, recorded in the log."""
+@dataclass(frozen=True)
+class Grant:
+    researcher: str
+    dataset: str
+    purpose: str
+    starts: date | None
+    expires: date | None
+    epsilon_cap: float
+    delta_cap: float
+    adhoc: bool
+    revoked: bool
+
+    def refusal(self, today: date) -> BudgetError | None:
+        """Why this grant cannot be used today, or None."""
+        if self.revoked:
+            return BudgetError("grant_revoked", f"Your grant on {self.dataset} was revoked.")
+        if self.starts is not None and today < self.starts:
+            return BudgetError("grant_not_started", f"Your grant on {self.dataset} starts on {self.starts}.")
+        if self.expires is not None and today > self.expires:
+            return BudgetError("grant_expired", f"Your grant on {self.dataset} expired on {self.expires}.")
+        return None
+
+
+def grant(tx: Transaction, actor: str, researcher: str, dataset: str, epsilon_cap: float, delta_cap: float, *,
+          purpose: str = "", starts: date | None = None, expires: date | None = None, adhoc: bool = True) -> None:
+    """Grant (or replace) a researcher's access to a dataset, recorded in the log."""
     record = tx.append("grant.created", actor, "allow", [], researcher=researcher, dataset=dataset,
+                       purpose=purpose, starts=str(starts or ""), expires=str(expires or ""), adhoc=adhoc,
                        epsilon_cap=epsilon_cap, delta_cap=delta_cap,
                        epsilon_cap_units=epsilon_units(epsilon_cap), delta_cap_units=delta_units(delta_cap))
     tx.connection.execute(
-        "INSERT OR REPLACE INTO grants (researcher, dataset, epsilon_cap, delta_cap, seq) VALUES (?, ?, ?, ?, ?)",
-        (researcher, dataset, epsilon_units(epsilon_cap), delta_units(delta_cap), record["seq"]))
+        "INSERT OR REPLACE INTO grants (researcher, dataset, epsilon_cap, delta_cap, purpose, starts, expires, adhoc,"
+        " revoked, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+        (researcher, dataset, epsilon_units(epsilon_cap), delta_units(delta_cap), purpose, str(starts or ""),
+         str(expires or ""), int(adhoc), record["seq"]))
+
+
+def revoke_grant(tx: Transaction, actor: str, researcher: str, dataset: str, reason: str) -> bool:
+    """Revoke a grant at once (recorded with its reason); False if there is no such grant."""
+    if find_grant(tx, researcher, dataset) is None:
+        return False
+    tx.append("grant.revoked", actor, "allow", [reason], researcher=researcher, dataset=dataset)
+    tx.connection.execute("UPDATE grants SET revoked = 1 WHERE researcher = ? AND dataset = ?", (researcher, dataset))
+    return True
+
+
+def find_grant(tx: Transaction, researcher: str, dataset: str) -> Grant | None:
+    row = tx.connection.execute(
+        "SELECT researcher, dataset, purpose, starts, expires, epsilon_cap, delta_cap, adhoc, revoked FROM grants "
+        "WHERE researcher = ? AND dataset = ?", (researcher, dataset)).fetchone()
+    if row is None:
+        return None
+    return Grant(row[0], row[1], row[2], date.fromisoformat(row[3]) if row[3] else None,
+                 date.fromisoformat(row[4]) if row[4] else None, row[5] / EPSILON_UNIT, row[6] / DELTA_UNIT,
+                 bool(row[7]), bool(row[8]))
+
+
+def grants_of(tx: Transaction, researcher: str) -> list[Grant]:
+    names = tx.connection.execute("SELECT dataset FROM grants WHERE researcher = ? ORDER BY dataset",
+                                  (researcher,)).fetchall()
+    return [g for (name,) in names if (g := find_grant(tx, researcher, name)) is not None]
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
 
 
 def _remaining_units(tx: Transaction, researcher: str, dataset: str) -> tuple[int, int] | None:
@@ -72,9 +134,13 @@ def remaining(tx: Transaction, researcher: str, dataset: str) -> Remaining | Non
 def reserve(tx: Transaction, researcher: str, dataset: str, epsilon: float, delta: float,
             record: dict[str, object]) -> tuple[str, Remaining, dict[str, object]]:
     """Charge (ε, δ) and record it, or raise BudgetError; both happen in the caller's transaction."""
+    found = find_grant(tx, researcher, dataset)
     units = _remaining_units(tx, researcher, dataset)
-    if units is None:
+    if found is None or units is None:
         raise BudgetError("no_grant", f"You have no grant on dataset {dataset}.")
+    refusal = found.refusal(today())
+    if refusal is not None:
+        raise refusal
     eps, dlt = epsilon_units(epsilon), delta_units(delta)
     if eps > units[0] or dlt > units[1]:
         raise BudgetError("budget_exceeded", f"This query costs ε={epsilon:g}, δ={delta:g}; you have "

@@ -1,0 +1,1 @@
+"""access: who is calling (API keys and roles) and what they may use (grants)."""
