@@ -198,9 +198,10 @@ class Enclave:
         return error
 
     def query(self, researcher: str, dataset: str, sql: str, epsilon: float | None = None,
-              timings: dict[str, float] | None = None) -> Release:
+              timings: dict[str, float] | None = None, *, adhoc: bool = True) -> Release:
         """The whole protected pipeline for one request; raises QueryError when refused or failed.
 
+        `adhoc` is False for a run of an approved template (allowed by templates-only grants).
         `timings`, when given, receives the seconds spent in each stage (for bench/).
         """
         record: dict[str, object] = {"dataset": dataset, "rules_sha256": self.rules.sha256,
@@ -221,7 +222,7 @@ class Enclave:
         key = replay.request_key(researcher, dataset, prepared.data_version, rewritten.checked.canonical_sql,
                                  plan.epsilon)
         with _stage(timings, "reserve+audit"):
-            reserved = self._reserve_or_replay(researcher, dataset, plan, key, record)
+            reserved = self._reserve_or_replay(researcher, dataset, plan, key, record, adhoc)
         if isinstance(reserved, Release):
             return reserved
         query_id, left = reserved
@@ -253,7 +254,7 @@ class Enclave:
                                           "delta_remaining": left.delta})
 
     def _reserve_or_replay(self, researcher: str, dataset: str, plan: PrivacyPlan, key: str,
-                           record: dict[str, object]) -> tuple[str, Remaining] | Release:
+                           record: dict[str, object], adhoc: bool) -> tuple[str, Remaining] | Release:
         """Reserve the charge (recorded) or return the released answer of an identical request."""
         deadline = time.monotonic() + self.rules.execution.timeout_seconds + 30
         while True:
@@ -270,13 +271,14 @@ class Enclave:
                         "delta_remaining": left.delta if left else None})
                 if existing is None or not replay.is_live(existing):
                     try:
-                        query_id, left, _ = reserve(tx, researcher, dataset, plan.epsilon, plan.delta, record)
+                        query_id, left, _ = reserve(tx, researcher, dataset, plan.epsilon, plan.delta, record,
+                                                    adhoc=adhoc)
                     except BudgetError as error:
                         refusal = QueryError(error.code, error.message)
                         tx.append("query.refused", researcher, "deny", [f"{error.code}: {error.message}"],
                                   **record, code=error.code)
                     else:
-                        replay.claim(tx, key, query_id)
+                        replay.claim(tx, key, query_id, researcher)
                         return query_id, left
             if refusal is not None:
                 raise refusal

@@ -10,8 +10,9 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,26 @@ class Settings(BaseSettings):
     checkpoint_every: int = Field(default=64, ge=1, description="Records between signed checkpoints.")
     demo_epsilon_cap: float = Field(default=10.0, gt=0, description="ε granted to the demo researcher.")
     demo_delta_cap: float = Field(default=1e-5, gt=0, description="δ granted to the demo researcher.")
+    mode: Literal["demo", "production"] = Field(default="demo", description="production refuses default secrets.")
+    key_pepper: SecretStr | None = Field(default=None, description="Secret for hashing API keys (production).")
+    max_body_bytes: int = Field(default=65_536, ge=1024, description="Largest request body accepted.")
+    rate_limit: str = Field(default="120/minute", description="Requests per API key (limits notation).")
+    redis_url: str | None = Field(default=None, description="Redis for rate limits across workers.")
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_production(self) -> Settings:
+        if self.mode == "production":
+            pepper = self.key_pepper.get_secret_value() if self.key_pepper else ""
+            if len(pepper) < 32:
+                raise ValueError("production mode needs ENCLAVE_KEY_PEPPER: a random secret of 32+ characters")
+        return self
+
+    @property
+    def pepper(self) -> bytes:
+        """The API-key pepper: set explicitly in production, generated under home in demo mode."""
+        if self.key_pepper is not None:
+            return self.key_pepper.get_secret_value().encode()
+        return self.secret("key-pepper")
 
     @property
     def data_dir(self) -> Path:

@@ -42,8 +42,8 @@ CREATE TABLE IF NOT EXISTS charges (
     query_id TEXT PRIMARY KEY, researcher TEXT NOT NULL, dataset TEXT NOT NULL,
     epsilon INTEGER NOT NULL, delta INTEGER NOT NULL, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS releases (
-    request_key TEXT PRIMARY KEY, query_id TEXT NOT NULL, status TEXT NOT NULL, payload TEXT,
-    claimed_at REAL NOT NULL, seq INTEGER);
+    request_key TEXT PRIMARY KEY, query_id TEXT NOT NULL, researcher TEXT NOT NULL, status TEXT NOT NULL,
+    payload TEXT, claimed_at REAL NOT NULL, seq INTEGER);
 """
 
 
@@ -92,7 +92,7 @@ class Transaction:
         return signed
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class StoreError(RuntimeError):
@@ -149,6 +149,10 @@ class AuditStore:
             rows = connection.execute("SELECT hash, record FROM events WHERE seq >= ? AND seq <= ? ORDER BY seq",
                                       (start, end if end is not None else 2**62)).fetchall()
         return [{**json.loads(record), "hash": digest} for digest, record in rows]
+
+    def checkpoints(self) -> list[dict[str, object]]:
+        with self.reading() as connection:
+            return [json.loads(r) for (r,) in connection.execute("SELECT record FROM checkpoints ORDER BY size")]
 
     def export(self, out: TextIO, start: int = 1, end: int | None = None) -> int:
         """Write records start..end as JSONL with their checkpoints, after checkpointing the head.

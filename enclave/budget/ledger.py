@@ -132,7 +132,7 @@ def remaining(tx: Transaction, researcher: str, dataset: str) -> Remaining | Non
 
 
 def reserve(tx: Transaction, researcher: str, dataset: str, epsilon: float, delta: float,
-            record: dict[str, object]) -> tuple[str, Remaining, dict[str, object]]:
+            record: dict[str, object], *, adhoc: bool = True) -> tuple[str, Remaining, dict[str, object]]:
     """Charge (ε, δ) and record it, or raise BudgetError; both happen in the caller's transaction."""
     found = find_grant(tx, researcher, dataset)
     units = _remaining_units(tx, researcher, dataset)
@@ -141,6 +141,8 @@ def reserve(tx: Transaction, researcher: str, dataset: str, epsilon: float, delt
     refusal = found.refusal(today())
     if refusal is not None:
         raise refusal
+    if adhoc and not found.adhoc:
+        raise BudgetError("templates_only", f"Your grant on {dataset} allows approved templates only.")
     eps, dlt = epsilon_units(epsilon), delta_units(delta)
     if eps > units[0] or dlt > units[1]:
         raise BudgetError("budget_exceeded", f"This query costs ε={epsilon:g}, δ={delta:g}; you have "

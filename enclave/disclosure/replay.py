@@ -43,9 +43,15 @@ def is_live(claim: Claim) -> bool:
     return claim.status == "pending" and time.time() - claim.claimed_at < ABANDONED_AFTER_SECONDS
 
 
-def claim(tx: Transaction, key: str, query_id: str) -> None:
-    tx.connection.execute("INSERT OR REPLACE INTO releases (request_key, query_id, status, payload, claimed_at) "
-                          "VALUES (?, ?, 'pending', NULL, ?)", (key, query_id, time.time()))
+def claim(tx: Transaction, key: str, query_id: str, researcher: str) -> None:
+    tx.connection.execute("INSERT OR REPLACE INTO releases (request_key, query_id, researcher, status, payload, "
+                          "claimed_at) VALUES (?, ?, ?, 'pending', NULL, ?)", (key, query_id, researcher, time.time()))
+
+
+def of_researcher(tx: Transaction, researcher: str) -> list[tuple[str, str, str | None]]:
+    """(query_id, status, payload) of a researcher's queries, newest first."""
+    return tx.connection.execute("SELECT query_id, status, payload FROM releases WHERE researcher = ? "
+                                 "ORDER BY claimed_at DESC", (researcher,)).fetchall()
 
 
 def complete(tx: Transaction, key: str, payload: str, seq: int) -> None:

@@ -1,0 +1,72 @@
+"""One JSON error envelope for every error the service returns.
+
+    {"ok": false, "error": {"code": ..., "message": ..., "violations": [{code, message, line, col, ...}]}}
+
+Codes are stable and documented (README.md, a test checks it). A failure nobody foresaw becomes a
+generic 500 `internal_error`: never a stack trace, an engine message or a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from enclave.check.violations import Violation
+
+# code -> meaning, for errors of the HTTP edge itself; README.md documents each.
+API_CODES: dict[str, str] = {
+    "unauthenticated": "No API key, or one that is unknown, malformed or revoked (401).",
+    "forbidden": "The key's principal does not hold the role the route needs (403).",
+    "not_found": "No such resource, or one that belongs to someone else (404).",
+    "invalid_request": "The request body or parameters do not match the route's schema (422).",
+    "request_too_large": "The request body is larger than the service accepts (413).",
+    "method_not_allowed": "The route does not take that HTTP method (405).",
+    "rate_limited": "Too many requests with this key; try again shortly (429).",
+    "conflict": "The request conflicts with the resource's state, e.g. a decided template (409).",
+    "internal_error": "An unexpected failure; nothing was released and no detail is given (500).",
+}
+
+_STATUS_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+                 413: "request_too_large", 422: "invalid_request", 429: "rate_limited", 409: "conflict"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, violations: Sequence[Violation] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.violations = list(violations)
+
+
+def envelope(code: str, message: str, violations: Sequence[Violation] = ()) -> dict[str, object]:
+    return {"ok": False, "error": {"code": code, "message": message,
+                                   "violations": [v.to_dict() for v in violations]}}
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into the envelope."""
+
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, error: ApiError) -> JSONResponse:
+        headers = {"Retry-After": "1"} if error.status == 429 else None
+        return JSONResponse(envelope(error.code, error.message, error.violations), error.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        where = "; ".join(".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg", ""))
+                          for e in error.errors()[:5])
+        return JSONResponse(envelope("invalid_request", f"Invalid request: {where}"[:500]), 422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, error: HTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(error.status_code, "invalid_request")
+        return JSONResponse(envelope(code, API_CODES.get(code, "Request refused.")), error.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse(envelope("internal_error", "An unexpected error occurred; nothing was released."), 500)

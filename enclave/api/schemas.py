@@ -1,0 +1,171 @@
+"""Request and response models of the HTTP API (pydantic at the edge)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from enclave.access.keys import Role
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ViolationOut(BaseModel):
+    code: str
+    message: str
+    line: int | None = None
+    col: int | None = None
+    highlight: str = ""
+    remedy: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    violations: list[ViolationOut]
+
+
+class ErrorOut(BaseModel):
+    ok: Literal[False] = False
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class ColumnOut(BaseModel):
+    type: str
+    role: str
+    description: str = ""
+    keys: list[str | int | bool] | None = None
+    bounds: tuple[float, float] | None = None
+
+
+class TableOut(BaseModel):
+    contributor: str
+    description: str
+    columns: dict[str, ColumnOut]
+
+
+class DatasetSummary(BaseModel):
+    name: str
+    title: str
+    description: str
+
+
+class DatasetDetail(DatasetSummary):
+    privacy_unit: str
+    max_rows_per_unit: int
+    max_groups_per_unit: int
+    suppression_threshold: int
+    tables: dict[str, TableOut]
+
+
+class RulesOut(BaseModel):
+    sha256: str
+    rules: dict[str, object]
+
+
+class QueryIn(_In):
+    dataset: str = Field(min_length=1, max_length=64)
+    sql: str = Field(min_length=1, max_length=20_000)
+    epsilon: float | None = Field(default=None, gt=0, le=100)
+    purpose: str | None = Field(default=None, max_length=200)
+
+
+class QuantityOut(BaseModel):
+    column: str
+    mechanism: str
+    sensitivity: float
+    scale: float
+    epsilon: float
+    accuracy: float
+
+
+class PlanOut(BaseModel):
+    epsilon: float
+    delta: float
+    alpha: float
+    group_selection: str
+    suppression_threshold: int
+    quantities: list[QuantityOut]
+
+
+class CheckOut(BaseModel):
+    accepted: bool
+    violations: list[ViolationOut]
+    canonical_sql: str | None = None
+    rules_sha256: str | None = None
+    plan: PlanOut | None = None
+
+
+class QuerySummary(BaseModel):
+    query_id: str
+    status: Literal["pending", "released", "failed"]
+    dataset: str | None = None
+    epsilon: float | None = None
+
+
+class BudgetOut(BaseModel):
+    dataset: str
+    purpose: str
+    starts: date | None
+    expires: date | None
+    adhoc: bool
+    active: bool
+    epsilon_cap: float
+    delta_cap: float
+    epsilon_remaining: float
+    delta_remaining: float
+
+
+class GrantIn(_In):
+    researcher: str = Field(min_length=1, max_length=100)
+    dataset: str = Field(min_length=1, max_length=64)
+    purpose: str = Field(min_length=1, max_length=200)
+    starts: date | None = None
+    expires: date | None = None
+    epsilon_cap: float = Field(gt=0, le=1000)
+    delta_cap: float = Field(ge=0, lt=1e-2)
+    adhoc: bool = True
+
+
+class ReasonIn(_In):
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class PrincipalIn(_In):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$")
+    roles: list[Role] = Field(min_length=1)
+
+
+class KeyIn(_In):
+    principal: str = Field(min_length=1, max_length=100)
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    principal: str
+    key: str = Field(description="The API key. Shown once: only its hash is kept.")
+
+
+class Done(BaseModel):
+    ok: Literal[True] = True
+    audit_seq: int | None = None
+
+
+class EventsOut(BaseModel):
+    events: list[dict[str, object]]
+    next_after: int | None = Field(description="Pass as `after` to get the next page; null at the end.")
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    records: int
+    checkpoints: int
+    problem: str | None = None
