@@ -14,6 +14,7 @@ from enclave.catalog.manifest import Manifest
 from enclave.check.grammar import check_grammar
 from enclave.check.parse import parse
 from enclave.check.query import CheckedQuery, describe, desugar, normalize, qualified
+from enclave.check.scope import using_columns
 from enclave.check.semantics import SEMANTIC_CHECKS, Context
 from enclave.check.violations import CODES, Violation
 from enclave.policy.rules import Rules
@@ -39,12 +40,12 @@ def _violations(tree: exp.Expr, ctx: Context) -> list[Violation]:
         return found
     for rule in SEMANTIC_CHECKS:
         found.extend(rule(tree, ctx))
-    return found
+    return list(dict.fromkeys(found))  # one problem reported twice (two aggregates of one expression) once
 
 
 def recheck(query: CheckedQuery, rules: Rules, manifest: Manifest) -> list[Violation]:
     """Run every check again on a checked query's qualified tree: it must find nothing."""
-    return _violations(query.tree, Context(query.canonical_sql, rules, manifest))
+    return _violations(query.tree, Context(query.canonical_sql, rules, manifest, using_columns(query.tree)))
 
 
 def check(source: str, rules: Rules, manifest: Manifest) -> CheckResult:
@@ -65,6 +66,7 @@ def _check(source: str, rules: Rules, manifest: Manifest) -> CheckResult:
     if found or not isinstance(tree, exp.Select):
         return CheckResult(tuple(found))
     tree = normalize(tree, manifest)
+    ctx = Context(source, rules, manifest, using_columns(tree))
     found = _violations(tree, ctx)
     if found:
         return CheckResult(tuple(found))

@@ -29,6 +29,18 @@ def _hull(nodes: list[exp.Expr | None], lookup: Lookup) -> Interval | None:
     return (min(p[0] for p in parts), max(p[1] for p in parts))  # type: ignore[index]
 
 
+def _literal(node: exp.Expr) -> float | None:
+    """The value of a numeric literal (or its negation), else None."""
+    negate = isinstance(node, exp.Neg)
+    inner = node.this if negate else node
+    while isinstance(inner, exp.Paren):
+        inner = inner.this
+    if isinstance(inner, exp.Literal) and not inner.is_string:
+        value = float(inner.this)
+        return -value if negate else value
+    return None
+
+
 def _product(a: Interval, b: Interval) -> Interval:
     corners = [x * y for x in a for y in b]
     return (min(corners), max(corners))
@@ -90,6 +102,22 @@ def _bounds(node: exp.Expr, lookup: Lookup) -> Interval | None:
             return _hull([node.args.get("true"), node.args.get("false")], lookup)
         case exp.Coalesce() | exp.Least() | exp.Greatest():
             return _hull([node.this, *node.expressions], lookup)
+        case exp.Div() | exp.IntDiv():
+            left, divisor = bounds(node.left, lookup), _literal(node.right)
+            if left is None or not divisor:
+                return None
+            low, high = sorted((left[0] / divisor, left[1] / divisor))
+            return (low - 1, high + 1) if isinstance(node, exp.IntDiv) else (low, high)
+        case exp.Mod():
+            left, divisor = bounds(node.left, lookup), _literal(node.right)
+            if left is None or not divisor:
+                return None
+            return (0.0 if left[0] >= 0 else -abs(divisor), 0.0 if left[1] <= 0 else abs(divisor))
+        case exp.Round() | exp.Floor() | exp.Ceil():
+            inner = bounds(node.this, lookup)
+            return (inner[0] - 1, inner[1] + 1) if inner else None
+        case exp.Predicate() | exp.Connector() | exp.Not():
+            return (0.0, 1.0)  # a boolean: FALSE and TRUE sum as 0 and 1
         case exp.Null():
             return None
     return None

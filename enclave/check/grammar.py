@@ -14,7 +14,7 @@ import re
 
 from sqlglot import exp
 
-from enclave.check.violations import Violation, at
+from enclave.check.violations import Violation, at, span
 from enclave.policy.rules import Rules, function_key
 
 # Structural nodes and the arguments each may set (an argument that is None, False or empty is unset).
@@ -60,7 +60,8 @@ PLACES: dict[type[exp.Expr], frozenset[tuple[type[exp.Expr], str]]] = {
     exp.Distinct: frozenset({(exp.Count, "this")}),
     exp.DataType: frozenset({(exp.Cast, "to"), (exp.TryCast, "to")}),
     exp.DataTypeParam: frozenset({(exp.DataType, "expressions")}),
-    exp.Var: frozenset({(exp.Extract, "this"), (exp.DateDiff, "unit"), (exp.TimestampTrunc, "unit")}),
+    exp.Var: frozenset({(exp.Extract, "this"), (exp.DateDiff, "unit"), (exp.TimestampTrunc, "unit"),
+                        (exp.Limit, "expression")}),
 }
 
 _AGGREGATES = {"count": exp.Count, "count_distinct_unit": exp.Count, "sum": exp.Sum, "avg": exp.Avg}
@@ -128,11 +129,22 @@ def _is_set(value: object) -> bool:
     return value not in (None, False, [], "")
 
 
-def _describe(node: exp.Expr) -> str:
-    if isinstance(node, exp.Anonymous):
-        return node.name.upper()
+# What a refused construct is called in SQL, where sqlglot's class name would not say it.
+_NAMES = {exp.Filter: "FILTER", exp.Var: "This keyword", exp.Escape: "ESCAPE", exp.DPipe: "||",
+          exp.Fetch: "FETCH", exp.Interval: "INTERVAL", exp.Collate: "COLLATE", exp.Lambda: "A lambda"}
+
+
+def _describe(node: exp.Expr, source: str = "") -> str:
+    """A refused node by the name the researcher wrote (MAKE_DATE, not sqlglot's DATE_FROM_PARTS)."""
+    named = _NAMES.get(type(node))
+    if named:
+        return named
     if isinstance(node, exp.Func):
-        return node.sql_name()
+        where = span(node)
+        written = re.match(r"[A-Za-z_][A-Za-z0-9_]*", source[where[0]:]) if where and source else None
+        if written and source[where[0] + len(written.group()):].lstrip().startswith("("):
+            return written.group().upper()
+        return node.name.upper() if isinstance(node, exp.Anonymous) else node.sql_name()
     return re.sub(r"(?<!^)(?=[A-Z])", " ", type(node).__name__).upper()
 
 
@@ -172,16 +184,21 @@ class _Walker:
         code, label = _family(node)
         if code == "function_not_allowed":
             allowed = ", ".join(sorted(self.rules.functions))
-            self.violations.append(at(code, f"Function {_describe(node)} is not allowed.", self.source, node,
+            name = _describe(node, self.source)
+            self.violations.append(at(code, f"Function {name} is not allowed.", self.source, node,
                                       f"allowed functions: {allowed}"))
         elif code == "aggregate_not_allowed":
-            self.violations.append(at(code, f"Aggregate {_describe(node)} is not allowed.", self.source, node,
+            name = _describe(node, self.source)
+            self.violations.append(at(code, f"Aggregate {name} is not allowed.", self.source, node,
                                       "allowed aggregates: COUNT(*), COUNT(column), COUNT(DISTINCT <privacy "
                                       "unit>), SUM(bounded), AVG(bounded)"))
         elif code == "star_not_allowed" and isinstance(node, exp.Star) and isinstance(parent, exp.Column):
             self.refuse("whole_row_reference", "A table reference with .* is not allowed.", node)
         elif code in ("construct_not_allowed", "operator_not_allowed"):
-            self.refuse(code, f"{_describe(node).capitalize()} is not allowed here.", node)
+            name = _describe(node, self.source)
+            self.refuse(code, f"{name if name in _NAMES.values() else name.capitalize()} is not allowed here.", node)
+        elif isinstance(node, exp.Fetch):
+            self.refuse(code, "FETCH is not supported; write LIMIT n.", node)
         elif isinstance(node, exp.Select) and parent is None:
             self.refuse("statement_not_select", "Only a SELECT statement is accepted.", node)
         else:

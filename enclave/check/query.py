@@ -15,7 +15,7 @@ from sqlglot.optimizer.qualify import qualify
 
 from enclave.catalog.manifest import Manifest
 from enclave.check.bounds import Interval, bounds
-from enclave.check.scope import sources
+from enclave.check.scope import sources, using_columns
 from enclave.check.semantics import (
     Context,
     aggregate_function,
@@ -79,6 +79,8 @@ def desugar(tree: exp.Expr) -> exp.Expr:
     """Rewrite sugar into the grammar before it is checked: `AGG(x) FILTER (WHERE c)` is `AGG(CASE WHEN c
     THEN x END)` (COUNT(*) counts `THEN 1`), for COUNT, SUM and AVG; anything else is left to be refused."""
     tree = tree.copy()
+    for distinct in list(tree.find_all(exp.Distinct)):  # COUNT(DISTINCT(x)) is COUNT(DISTINCT x)
+        distinct.set("expressions", [e.this if isinstance(e, exp.Paren) else e for e in distinct.expressions])
     for node in list(tree.find_all(exp.Filter)):
         aggregate, where = node.this, node.expression
         if (isinstance(aggregate, exp.Count | exp.Sum | exp.Avg) and isinstance(where, exp.Where)
@@ -91,6 +93,12 @@ def desugar(tree: exp.Expr) -> exp.Expr:
 def normalize(tree: exp.Select, manifest: Manifest) -> exp.Select:
     """GROUP BY ALL, positions and output aliases replaced by their expressions; every output named."""
     tree = tree.copy()
+    # An unqualified USING column is the left table's (as in DuckDB); qualify would make it a COALESCE.
+    using = using_columns(tree)
+    left = sources(tree)[0].alias if sources(tree) else ""
+    for column in list(tree.find_all(exp.Column)):
+        if not column.table and column.name.lower() in using:
+            column.set("table", exp.to_identifier(left))
     items = output_items(tree)
     aliases = {item.alias.lower(): item.this for item in tree.expressions if isinstance(item, exp.Alias)}
     columns = {name for s in sources(tree) if s.table in manifest.tables
@@ -149,15 +157,17 @@ def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
                 interval = bounds(arg, lambda c: (r.column if (r := ctx.resolve(c, scope)) else None))
             columns.append(AggregateColumn(name, function, arg, interval, digits))
         else:
-            columns.append(KeyColumn(name, next(key for key in keys if key == inner)))
+            form = ctx.canonical(inner, scope)
+            columns.append(KeyColumn(name, next(key for key in keys if ctx.canonical(key, scope) == form)))
     order = tree.args.get("order")
     ordering = tuple(
         (position, bool(ordered.args.get("desc")))
         for ordered in (order.expressions if order is not None else [])
-        if (position := order_position(ordered, tree)) is not None
+        if (position := order_position(ordered, tree, ctx)) is not None
     )
     unit = exp.column(ctx.manifest.privacy_unit, table=scope[0].alias, quoted=True)
     limit, offset = tree.args.get("limit"), tree.args.get("offset")
+    rows = limit.expression if limit is not None else None
     return CheckedQuery(ctx.manifest.name, tree, tuple(columns), ordering, unit, ctx.rules.sha256,
-                        int(limit.expression.this) if limit is not None else None,
+                        int(rows.this) if isinstance(rows, exp.Literal) else None,
                         int(offset.expression.this) if offset is not None else 0)

@@ -43,7 +43,13 @@ def sources(select: exp.Select) -> list[Source]:
     ]
 
 
-def candidates(column: exp.Column, scope: list[Source], manifest: Manifest) -> list[Resolved]:
+def using_columns(select: exp.Select) -> frozenset[str]:
+    """Columns named in JOIN ... USING: unqualified, each is one column (DuckDB takes the left table's)."""
+    return frozenset(u.name.lower() for join in select.args.get("joins") or [] for u in join.args.get("using") or [])
+
+
+def candidates(column: exp.Column, scope: list[Source], manifest: Manifest,
+               using: frozenset[str] = frozenset()) -> list[Resolved]:
     """Every reading of a column reference: none (unknown), one, or several (ambiguous)."""
     name = column.name.lower()
     qualifier = column.table.lower()
@@ -54,6 +60,8 @@ def candidates(column: exp.Column, scope: list[Source], manifest: Manifest) -> l
         entry = manifest.column(source.table, name)
         if entry is not None:
             found.append(Resolved(source, name, entry))
+    if not qualifier and name in using and len(found) > 1:
+        return found[:1]
     return found
 
 

@@ -27,10 +27,23 @@ class Context:
     source: str
     rules: Rules
     manifest: Manifest
+    using: frozenset[str] = frozenset()
 
     def resolve(self, column: exp.Column, scope: list[Source]) -> Resolved | None:
-        found = candidates(column, scope, self.manifest)
+        found = candidates(column, scope, self.manifest, self.using)
         return found[0] if len(found) == 1 else None
+
+    def canonical(self, node: exp.Expr, scope: list[Source]) -> str:
+        """An expression as it means, not as it is written: columns resolved to their table, names
+        case-folded, COUNT(1) as COUNT(*). Two output or grouping expressions match by this."""
+        def meaning(part: exp.Expr) -> exp.Expr:
+            if isinstance(part, exp.Column) and (resolved := self.resolve(part, scope)) is not None:
+                return exp.column(resolved.name, table=resolved.source.alias)
+            if isinstance(part, exp.Count) and isinstance(part.this, exp.Literal) and not part.this.is_string:
+                return exp.Count(this=exp.Star())
+            return part
+
+        return node.transform(meaning).sql("duckdb", normalize=True, comments=False).lower()
 
 
 Check = Callable[[exp.Select, Context], list[Violation]]
@@ -133,6 +146,8 @@ def check_joins(tree: exp.Select, ctx: Context) -> list[Violation]:
 
 def _unit_equality(on: exp.Expr | None, joined: Source | None, earlier: list[Source], scope: list[Source],
                    ctx: Context) -> bool:
+    while isinstance(on, exp.Paren):
+        on = on.this
     if not isinstance(on, exp.EQ) or joined is None:
         return False
     sides = [on.this, on.expression]
@@ -174,7 +189,7 @@ def check_columns(tree: exp.Select, ctx: Context) -> list[Violation]:
             found.append(at("unknown_alias", f"{column.table} is not a table or alias of this query.", ctx.source,
                             column, f"tables here: {', '.join(sorted(known))}"))
             continue
-        readings = candidates(column, scope, ctx.manifest)
+        readings = candidates(column, scope, ctx.manifest, ctx.using)
         if not readings:
             found.append(at("unknown_column", f"Column {column.sql('duckdb')} does not exist in the query's "
                             "tables.", ctx.source, column, f"allowed columns: {usable}"))
@@ -231,7 +246,10 @@ def _aggregate_form(node: exp.AggFunc, scope: list[Source], allowed: set[str], c
     function = aggregate_function(node)
     if function == "count_distinct_unit":
         inner = node.this.expressions
-        if len(inner) != 1 or not isinstance(inner[0], exp.Column) or not _is_unit(inner[0], scope, ctx):
+        named_unit = len(inner) == 1 and isinstance(inner[0], exp.Column) and inner[0].name.lower() == unit
+        if named_unit and not _is_unit(inner[0], scope, ctx):
+            return []  # the column check reports why the unit does not resolve (ambiguous, unknown alias)
+        if not named_unit:
             return [at("distinct_not_allowed", f"COUNT(DISTINCT ...) is allowed only for {unit}.", ctx.source,
                        node, f"count persons with COUNT(DISTINCT {unit}), or rows with COUNT(*)")]
     if node.expressions:
@@ -258,23 +276,26 @@ def check_output(tree: exp.Select, ctx: Context) -> list[Violation]:
     """Every output column is one aggregate or a grouping key; every key is output; names are unique."""
     keys = group_keys(tree)
     items = output_items(tree)
+    scope = sources(tree)
+    key_forms = [ctx.canonical(key, scope) for key in keys]
     found = []
     for item in items:
         if isinstance(item, exp.AggFunc) or item.find(exp.AggFunc):
             continue  # check_aggregates judges aggregates
-        if not any(item == key for key in keys):
+        if ctx.canonical(item, scope) not in key_forms:
             found.append(at("output_not_aggregate", "An output column must be an aggregate or a GROUP BY key.",
                             ctx.source, item, "add it to GROUP BY, or aggregate it"))
     if not any(item.find(exp.AggFunc) for item in items):
         found.append(at("no_aggregate", "The query has no aggregate, so it would list keys or rows.",
                         ctx.source, tree.expressions[0] if tree.expressions else None,
                         "add COUNT(*), COUNT(DISTINCT ...), SUM(...) or AVG(...)"))
-    for key in keys:
+    item_forms = [ctx.canonical(item, scope) for item in items]
+    for key, form in zip(keys, key_forms, strict=True):
         if key.find(exp.AggFunc):
             continue
         if not key.find(exp.Column):
             found.append(at("group_key_aggregate", "A GROUP BY key must depend on a column.", ctx.source, key))
-        elif not any(key == item for item in items):
+        elif form not in item_forms:
             found.append(at("group_key_not_output", "Every GROUP BY key must also be an output column.",
                             ctx.source, key, "add it to the SELECT list"))
     if len(keys) > ctx.rules.limits.max_group_keys:
@@ -289,8 +310,9 @@ def check_output(tree: exp.Select, ctx: Context) -> list[Violation]:
     return found
 
 
-def order_position(ordered: exp.Ordered, tree: exp.Select) -> int | None:
-    """The output column an ORDER BY item names (0-based), by position, alias or expression."""
+def order_position(ordered: exp.Ordered, tree: exp.Select, ctx: Context) -> int | None:
+    """The output column an ORDER BY item names (0-based), by position, alias or expression (by meaning;
+    an aggregate also names the ROUND of it)."""
     target = ordered.this
     items = output_items(tree)
     if isinstance(target, exp.Literal) and not target.is_string and target.this.isdigit():
@@ -300,8 +322,10 @@ def order_position(ordered: exp.Ordered, tree: exp.Select) -> int | None:
         names = [output_name(item).lower() for item in tree.expressions]
         if target.name.lower() in names:
             return names.index(target.name.lower())
+    scope = sources(tree)
+    wanted = ctx.canonical(target, scope)
     for index, item in enumerate(items):
-        if target == item:
+        if wanted in (ctx.canonical(item, scope), ctx.canonical(rounded(item)[0], scope)):
             return index
     return None
 
@@ -315,7 +339,7 @@ def check_order(tree: exp.Select, ctx: Context) -> list[Violation]:
         at("order_not_output", "ORDER BY may only name output columns.", ctx.source, ordered.this,
            "order by an output column's alias or position")
         for ordered in order.expressions
-        if order_position(ordered, tree) is None
+        if order_position(ordered, tree, ctx) is None
     ]
 
 
@@ -324,6 +348,8 @@ def check_limit(tree: exp.Select, ctx: Context) -> list[Violation]:
     found = []
     for clause in (tree.args.get("limit"), tree.args.get("offset")):
         value = clause.expression if clause is not None else None
+        if isinstance(clause, exp.Limit) and isinstance(value, exp.Var) and value.name.upper() == "ALL":
+            continue
         if clause is not None and not (isinstance(value, exp.Literal) and not value.is_string
                                        and value.this.isdigit()):
             found.append(at("limit_not_allowed", f"{clause.key.upper()} takes a whole number.", ctx.source,

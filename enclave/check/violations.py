@@ -123,8 +123,23 @@ def position(source: str, offset: int) -> tuple[int, int]:
     return len(lines), len(last) + 1
 
 
+def _balanced(source: str, start: int, end: int) -> tuple[int, int]:
+    """Widen [start, end] to take in the brackets its tokens open or close (a call's closing bracket)."""
+    excerpt = source[start:end + 1]
+    missing_close = excerpt.count("(") - excerpt.count(")")
+    while missing_close > 0 and end + 1 < len(source):
+        end += 1
+        missing_close += {"(": 1, ")": -1}.get(source[end], 0)
+    missing_open = excerpt.count(")") - excerpt.count("(")
+    while missing_open > 0 and start > 0:
+        start -= 1
+        missing_open += {")": 1, "(": -1}.get(source[start], 0)
+    return start, end
+
+
 def at_offsets(code: str, message: str, source: str, start: int, end: int, remedy: str | None = None
                ) -> Violation:
+    start, end = _balanced(source, start, end)
     line, col = position(source, start)
     excerpt = source[start : end + 1]
     if len(excerpt) > 80:
