@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from enclave.api.errors import API_CODES
 from enclave.audit.records import EVENT_TYPES
 from enclave.check import CODES
 from enclave.cli import SCHEMAS, schema_text
@@ -14,7 +15,7 @@ from enclave.settings import PROJECT_ROOT, Settings
 README = (PROJECT_ROOT / "README.md").read_text()
 
 
-@pytest.mark.parametrize("code", sorted({**CODES, **EXECUTION_CODES, **QUERY_CODES}))
+@pytest.mark.parametrize("code", sorted({**CODES, **EXECUTION_CODES, **QUERY_CODES, **API_CODES}))
 def test_every_error_code_is_documented(code):
     assert f"| `{code}` |" in README
 
