@@ -12,10 +12,13 @@ import io
 import json
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
+from enclave.access.keys import ROLES, ensure_principal, issue_key, revoke_key
 from enclave.audit.signing import load_public_key
 from enclave.audit.verify import verify_lines
+from enclave.budget.ledger import grant, revoke_grant
 from enclave.catalog.manifest import Manifest
 from enclave.check import CheckResult
 from enclave.disclosure.plan import PlanError, PrivacyPlan
@@ -181,6 +184,25 @@ def _cmd_demo(enclave: Enclave, args: argparse.Namespace) -> int:
     report = verify_lines(_exported(enclave), load_public_key(enclave.public_key_path))
     print(f"audit log: {report.summary()}  (verify offline: enclave audit export --out log.jsonl; "
           "enclave audit verify log.jsonl)")
+    keys = demo_keys(enclave)
+    print("\ndemo API keys (shown once; only their hashes are kept):")
+    for role, key in keys.items():
+        print(f"  {role:<10} {key}")
+    base = f"http://127.0.0.1:{args.port}"
+    body = json.dumps({"dataset": "demo", "sql": " ".join(DEMO_QUERIES[0][1].split())})
+    auth = f"-H 'Authorization: Bearer {keys['researcher']}'"
+    print(f"\ntry:  curl -s {auth} {base}/v1/budget\n"
+          f"      curl -s {auth} -H 'Content-Type: application/json' -d '{body}' {base}/v1/queries\n"
+          f"OpenAPI docs: {base}/docs")
+    if args.no_serve:
+        return 0
+    enclave.close()
+    import uvicorn
+
+    from enclave.api import create_app
+
+    print(f"\nserving on {base} (Ctrl-C to stop)")
+    uvicorn.run(create_app(enclave.settings), host="127.0.0.1", port=args.port, log_level="warning")
     return 0
 
 
@@ -195,6 +217,55 @@ def _cmd_schema(args: argparse.Namespace) -> int:
         path.write_text(schema_text(model))
         print(f"wrote {path.relative_to(PROJECT_ROOT)}")
     return 0
+
+
+def _cmd_serve(enclave: Enclave | None, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from enclave.api import create_app
+
+    uvicorn.run(create_app(Settings()), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _cmd_keys(enclave: Enclave, args: argparse.Namespace) -> int:
+    with enclave.audit.transaction() as tx:
+        if args.keys_command == "revoke":
+            if not revoke_key(tx, "cli", args.key_id):
+                print(f"no active key {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+            return 0
+        ensure_principal(tx, "cli", args.name, set(args.role))
+        key = issue_key(tx, enclave.settings.pepper, "cli", args.name)
+    print(key)  # shown once: only its hash is kept
+    return 0
+
+
+def _cmd_grants(enclave: Enclave, args: argparse.Namespace) -> int:
+    with enclave.audit.transaction() as tx:
+        if args.grants_command == "revoke":
+            if not revoke_grant(tx, "cli", args.researcher, args.dataset, args.reason):
+                print("no such grant", file=sys.stderr)
+                return 1
+            print(f"revoked {args.researcher} on {args.dataset}")
+            return 0
+        enclave.manifest(args.dataset)
+        grant(tx, "cli", args.researcher, args.dataset, args.epsilon, args.delta, purpose=args.purpose,
+              starts=args.starts, expires=args.expires, adhoc=not args.templates_only)
+    print(f"granted {args.researcher} on {args.dataset}: ε={args.epsilon:g}, δ={args.delta:g}")
+    return 0
+
+
+def demo_keys(enclave: Enclave) -> dict[str, str]:
+    """One principal and key per role for the demo (the researcher gets the demo grant)."""
+    keys = {}
+    with enclave.audit.transaction() as tx:
+        for role in ROLES:
+            name = DEMO_RESEARCHER if role == "researcher" else f"demo-{role}"
+            ensure_principal(tx, "demo-setup", name, {role})
+            keys[role] = issue_key(tx, enclave.settings.pepper, "demo-setup", name)
+    return keys
 
 
 def parser() -> argparse.ArgumentParser:
@@ -219,7 +290,34 @@ def parser() -> argparse.ArgumentParser:
     verify = audit_commands.add_parser("verify", help="verify an export offline (default: the live log)")
     verify.add_argument("path", nargs="?", help="a JSONL export; without it the live log is exported and checked")
     verify.add_argument("--public-key", help="PEM file of the signing key (default: the enclave's)")
-    commands.add_parser("demo", help="run the enclave's pipeline on the embedded demo dataset")
+    serve = commands.add_parser("serve", help="serve the HTTP API with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    keys = commands.add_parser("keys", help="issue or revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create_key = key_commands.add_parser("create", help="create a principal (if new) and print a new key once")
+    create_key.add_argument("--name", required=True)
+    create_key.add_argument("--role", required=True, action="append", choices=ROLES)
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    grants = commands.add_parser("grants", help="create or revoke grants")
+    grant_commands = grants.add_subparsers(dest="grants_command", required=True)
+    create_grant = grant_commands.add_parser("create")
+    create_grant.add_argument("--researcher", required=True)
+    create_grant.add_argument("--dataset", default="demo")
+    create_grant.add_argument("--purpose", required=True)
+    create_grant.add_argument("--epsilon", type=float, required=True)
+    create_grant.add_argument("--delta", type=float, default=1e-6)
+    create_grant.add_argument("--starts", type=date.fromisoformat)
+    create_grant.add_argument("--expires", type=date.fromisoformat)
+    create_grant.add_argument("--templates-only", action="store_true")
+    revoke_grant_cmd = grant_commands.add_parser("revoke")
+    revoke_grant_cmd.add_argument("--researcher", required=True)
+    revoke_grant_cmd.add_argument("--dataset", default="demo")
+    revoke_grant_cmd.add_argument("--reason", required=True)
+    demo = commands.add_parser("demo", help="the pipeline on the demo dataset, then the service with demo keys")
+    demo.add_argument("--no-serve", action="store_true", help="stop after the scripted walkthrough")
+    demo.add_argument("--port", type=int, default=8000)
     commands.add_parser("schema", help="regenerate the JSON Schemas of manifests and rules")
     return top
 
@@ -228,10 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "schema":
         return _cmd_schema(args)
+    if args.command == "serve":
+        return _cmd_serve(None, args)
     if args.command == "audit" and args.audit_command == "verify" and args.path:
         return _cmd_audit(None, args)  # offline: nothing but the file and the public key
     enclave = Enclave(Settings())
-    handlers = {"check": _cmd_check, "query": _cmd_query, "audit": _cmd_audit, "demo": _cmd_demo}
+    handlers = {"check": _cmd_check, "query": _cmd_query, "audit": _cmd_audit, "demo": _cmd_demo,
+                "keys": _cmd_keys, "grants": _cmd_grants}
     try:
         return handlers[args.command](enclave, args)
     except UnknownDataset as error:
