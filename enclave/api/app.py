@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from enclave.api import errors
 from enclave.api.deps import EnclaveDep, RateLimiter
-from enclave.api.routes import auditor, researcher, steward
+from enclave.api.routes import auditor, researcher, steward, templates
 from enclave.api.schemas import ErrorOut, Health
 from enclave.pipeline import Enclave
 from enclave.settings import Settings
@@ -40,6 +40,6 @@ def create_app(settings: Settings) -> FastAPI:
             connection.execute("SELECT 1").fetchone()
         return Health(status="ok")
 
-    for router in (researcher.router, steward.router, auditor.router):
+    for router in (researcher.router, steward.router, auditor.router, templates.router):
         app.include_router(router)
     return app

@@ -19,6 +19,11 @@ GENESIS = "0" * 64
 EVENT_TYPES: dict[str, str] = {
     "grant.created": "A steward granted a researcher a dataset: purpose, dates, ε and δ caps, ad-hoc or not.",
     "grant.revoked": "A steward revoked a grant, with the reason; it takes effect at the next query.",
+    "template.proposed": "A query template was proposed (SQL, parameters, per-run ε, run limit).",
+    "template.approved": "A reviewer approved a template (it runs once enough reviewers have), with a reason.",
+    "template.rejected": "A reviewer rejected a template, with a reason.",
+    "template.revoked": "A reviewer revoked an approved template, with a reason; it no longer runs.",
+    "template.run": "A researcher ran an approved template with parameters; the query's own events follow.",
     "principal.roles": "A principal was created or given roles (researcher, reviewer, steward, auditor).",
     "key.issued": "An API key was issued to a principal (its id only; the secret is never recorded).",
     "key.revoked": "An API key was revoked.",

@@ -34,6 +34,11 @@ CREATE TABLE IF NOT EXISTS grants (
     purpose TEXT NOT NULL DEFAULT '', starts TEXT NOT NULL DEFAULT '', expires TEXT NOT NULL DEFAULT '',
     adhoc INTEGER NOT NULL DEFAULT 1, revoked INTEGER NOT NULL DEFAULT 0,
     seq INTEGER NOT NULL, PRIMARY KEY (researcher, dataset));
+CREATE TABLE IF NOT EXISTS templates (
+    id INTEGER PRIMARY KEY, body TEXT NOT NULL, proposer TEXT NOT NULL, status TEXT NOT NULL,
+    approvals TEXT NOT NULL DEFAULT '[]', seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS template_runs (
+    template_id INTEGER NOT NULL, researcher TEXT NOT NULL, query_id TEXT NOT NULL, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS principals (name TEXT PRIMARY KEY, roles TEXT NOT NULL, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
     key_id TEXT PRIMARY KEY, principal TEXT NOT NULL, digest TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,
@@ -92,7 +97,7 @@ class Transaction:
         return signed
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class StoreError(RuntimeError):

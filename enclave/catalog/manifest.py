@@ -128,6 +128,8 @@ class Manifest(_Strict):
         default=None, description="Raises the rules' threshold for this dataset; it can never lower it."
     )
     consent_required: bool = False
+    template_approvals: int = Field(default=1, ge=1, le=2, description="Reviewers (not the proposer) a "
+                                    "template of this dataset needs before it can run.")
     tables: dict[Name, Table] = Field(min_length=1)
 
     @model_validator(mode="after")

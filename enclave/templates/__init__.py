@@ -1,0 +1,1 @@
+"""templates: reviewer-approved query shapes with typed parameters (the reviewer workflow)."""

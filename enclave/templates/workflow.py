@@ -1,0 +1,133 @@
+"""The template workflow: propose, review (approve, reject, revoke), run. Every step is an audit event.
+
+A template is checked when it is proposed (with example values for its parameters), so reviewers only
+see shapes the rules accept. The proposer can never approve it; a dataset may require two reviewers.
+An approved template never changes: there is no route to edit one, a change is a new proposal. A run
+reserves its slot against the run limit in a transaction before the query executes, so concurrent runs
+cannot exceed it; a run that was refused or replayed (spending nothing) gives its slot back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from enclave.audit.store import Transaction
+from enclave.disclosure.plan import PlanError
+from enclave.disclosure.release import Release
+from enclave.pipeline import Enclave, QueryError
+from enclave.templates.model import TemplateSpec
+
+Status = Literal["proposed", "approved", "rejected", "revoked"]
+
+
+@dataclass(frozen=True)
+class Template:
+    id: int
+    spec: TemplateSpec
+    proposer: str
+    status: Status
+    approvals: tuple[str, ...]
+
+
+def _row(row: tuple) -> Template:
+    return Template(row[0], TemplateSpec.model_validate_json(row[1]), row[2], row[3], tuple(json.loads(row[4])))
+
+
+def find(tx: Transaction, template_id: int) -> Template | None:
+    row = tx.connection.execute("SELECT id, body, proposer, status, approvals FROM templates WHERE id = ?",
+                                (template_id,)).fetchone()
+    return _row(row) if row else None
+
+
+def listing(tx: Transaction) -> list[Template]:
+    return [_row(r) for r in tx.connection.execute("SELECT id, body, proposer, status, approvals FROM templates "
+                                                    "ORDER BY id")]
+
+
+def propose(enclave: Enclave, proposer: str, spec: TemplateSpec) -> Template:
+    """Record a proposal, after checking its shape with example values and planning its per-run cost."""
+    prepared = enclave.prepare(spec.dataset, spec.example_sql())
+    if prepared.rewritten is None:
+        raise QueryError("check_failed", "The template was refused by the check.", prepared.result.violations)
+    try:
+        enclave.plan(spec.dataset, prepared.rewritten, spec.epsilon)
+    except PlanError as error:
+        raise QueryError(error.code, error.message) from None
+    with enclave.audit.transaction() as tx:
+        cursor = tx.connection.execute("INSERT INTO templates (body, proposer, status, seq) VALUES (?, ?, ?, 0)",
+                                       (spec.model_dump_json(), proposer, "proposed"))
+        template_id = int(cursor.lastrowid)
+        tx.append("template.proposed", proposer, "allow", [], template_id=template_id, dataset=spec.dataset,
+                  template=spec.model_dump(mode="json"))
+        return find(tx, template_id)  # type: ignore[return-value]
+
+
+def review(enclave: Enclave, reviewer: str, template_id: int, action: Literal["approve", "reject", "revoke"],
+           reason: str) -> Template:
+    with enclave.audit.transaction() as tx:
+        template = find(tx, template_id)
+        if template is None:
+            raise QueryError("template_not_found", "No such template.")
+        approvals = template.approvals
+        if action == "approve":
+            if template.status != "proposed" or reviewer in (template.proposer, *approvals):
+                raise QueryError("review_not_allowed", "Only a proposed template can be approved, by a reviewer "
+                                 "who neither proposed nor already approved it.")
+            approvals = (*approvals, reviewer)
+            needed = enclave.manifest(template.spec.dataset).template_approvals
+            status: Status = "approved" if len(approvals) >= needed else "proposed"
+        elif action == "reject":
+            if template.status != "proposed":
+                raise QueryError("review_not_allowed", "Only a proposed template can be rejected.")
+            status = "rejected"
+        else:
+            if template.status != "approved":
+                raise QueryError("review_not_allowed", "Only an approved template can be revoked.")
+            status = "revoked"
+        event = {"approve": "template.approved", "reject": "template.rejected", "revoke": "template.revoked"}[action]
+        record = tx.append(event, reviewer, "allow" if action == "approve" else "deny", [reason],
+                           template_id=template_id, status=status, approvals=list(approvals))
+        tx.connection.execute("UPDATE templates SET status = ?, approvals = ?, seq = ? WHERE id = ?",
+                              (status, json.dumps(list(approvals)), record["seq"], template_id))
+        return find(tx, template_id)  # type: ignore[return-value]
+
+
+def run(enclave: Enclave, researcher: str, template_id: int, values: dict[str, object]) -> Release:
+    """Run an approved template with validated parameters through the whole pipeline."""
+    with enclave.audit.transaction() as tx:
+        template = find(tx, template_id)
+        if template is None:
+            raise QueryError("template_not_found", "No such template.")
+        if template.status != "approved":
+            raise QueryError("template_not_approved", f"This template is {template.status}, not approved.")
+        try:
+            sql = template.spec.bind(values)
+        except ValueError as error:
+            raise QueryError("invalid_parameters", str(error)) from None
+        runs = tx.connection.execute("SELECT count(*) FROM template_runs WHERE template_id = ? AND researcher = ?",
+                                     (template_id, researcher)).fetchone()[0]
+        if runs >= template.spec.run_limit:
+            raise QueryError("run_limit_reached", f"This template allows {template.spec.run_limit} runs each.")
+        slot = tx.connection.execute("INSERT INTO template_runs (template_id, researcher, query_id, seq) "
+                                     "VALUES (?, ?, '', 0)", (template_id, researcher)).lastrowid
+    try:
+        release = enclave.query(researcher, template.spec.dataset, sql, template.spec.epsilon, adhoc=False)
+    except QueryError:
+        _release_slot(enclave, slot)
+        raise
+    if release.replayed:
+        _release_slot(enclave, slot)
+        return release
+    with enclave.audit.transaction() as tx:
+        record = tx.append("template.run", researcher, "allow", [], template_id=template_id,
+                           parameters=values, query_id=release.query_id)
+        tx.connection.execute("UPDATE template_runs SET query_id = ?, seq = ? WHERE rowid = ?",
+                              (release.query_id, record["seq"], slot))
+    return release
+
+
+def _release_slot(enclave: Enclave, slot: int | None) -> None:
+    with enclave.audit.transaction() as tx:
+        tx.connection.execute("DELETE FROM template_runs WHERE rowid = ?", (slot,))
