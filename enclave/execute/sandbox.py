@@ -7,8 +7,8 @@ bounded, and its configuration locked so no statement can undo any of it. Each q
 cursor (a new connection to the same database), so nothing a query creates (temp tables, macros,
 variables) survives into the next. A watchdog interrupts a query that outlives its time limit.
 
-Engine errors are never passed on, not even as an exception's cause: their messages can echo data
-values (a failed cast prints the value). Each becomes one of a few generic `ExecutionError` codes.
+Engine errors are never passed on, not even as an exception's cause or context: their messages can
+echo data values (a failed cast prints the value). Each becomes one of a few generic `ExecutionError` codes.
 
 DuckDB's common-subexpression optimisation is switched off: it can hoist a repeated expression out of
 the TRY() the rewrite stage wraps it in, and so turn a data-dependent error back into an oracle.
@@ -108,9 +108,10 @@ class Sandbox:
     def _statement_check(self, sql: str) -> None:
         try:
             statements = self._connection.extract_statements(sql)
+            one_select = len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT
         except duckdb.Error:
-            raise ExecutionError("not_one_select") from None
-        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            one_select = False
+        if not one_select:  # raised outside the handler: the engine's error is not even its __context__
             raise ExecutionError("not_one_select")
 
     def bind(self, sql: str) -> None:
@@ -122,10 +123,13 @@ class Sandbox:
         cursor = self._connection.cursor()
         try:
             cursor.execute(f"EXPLAIN {sql}")
+            binds = True
         except duckdb.Error:
-            raise ExecutionError("type_mismatch") from None
+            binds = False
         finally:
             cursor.close()
+        if not binds:
+            raise ExecutionError("type_mismatch")
 
     def execute(self, sql: str) -> RawResult:
         """Run one SELECT and return at most `max_groups` rows, or raise a safe ExecutionError.
@@ -138,20 +142,23 @@ class Sandbox:
         done = threading.Event()
         watchdog = threading.Thread(target=self._watch, args=(cursor, done), daemon=True)
         watchdog.start()
+        failure = None
         try:
             cursor.execute(sql)
             columns = tuple(d[0] for d in cursor.description or ())
             rows = cursor.fetchmany(self.max_groups + 1)
         except duckdb.InterruptException:
-            raise ExecutionError("execution_timeout") from None
+            failure = "execution_timeout"
         except duckdb.OutOfMemoryException:
-            raise ExecutionError("execution_resources") from None
+            failure = "execution_resources"
         except duckdb.Error:
-            raise ExecutionError("execution_failed") from None
+            failure = "execution_failed"
         finally:
             done.set()
             watchdog.join()
             cursor.close()
+        if failure is not None:  # raised outside the handler, so no engine message rides along
+            raise ExecutionError(failure)
         if len(rows) > self.max_groups:
             raise ExecutionError("too_many_groups")
         return RawResult(columns, tuple(tuple(row) for row in rows))
