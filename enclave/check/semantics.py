@@ -61,7 +61,7 @@ def rounded(item: exp.Expr) -> tuple[exp.Expr, int | None]:
         if digits is None:
             return item.this, 0
         value = digits.this if isinstance(digits, exp.Neg) else digits
-        if isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit():
+        if isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit() and int(value.this) <= 12:
             return item.this, -int(value.this) if isinstance(digits, exp.Neg) else int(value.this)
     return item, None
 
@@ -302,6 +302,14 @@ def check_output(tree: exp.Select, ctx: Context) -> list[Violation]:
         found.append(at("too_many_group_keys", f"{len(keys)} GROUP BY keys; the limit is "
                         f"{ctx.rules.limits.max_group_keys}.", ctx.source, keys[ctx.rules.limits.max_group_keys]))
     names = [output_name(item).lower() for item in tree.expressions]
+    for item, name in zip(tree.expressions, names, strict=True):
+        if "__" in name:
+            found.append(at("reserved_name", f"The output name {name} contains '__', which the enclave reserves.",
+                            ctx.source, item, "choose another alias"))
+    for source in scope:
+        if "__" in source.alias:
+            found.append(at("reserved_name", f"The alias {source.alias} contains '__', which the enclave reserves.",
+                            ctx.source, source.node, "choose another alias"))
     for item, name in zip(tree.expressions, names, strict=True):
         if names.count(name) > 1:
             found.append(at("duplicate_output_name", f"Two output columns are named {name}.", ctx.source, item,

@@ -62,6 +62,7 @@ CODES: dict[str, str] = {
     "too_many_group_keys": "More GROUP BY keys than the rules allow.",
     "too_many_aggregates": "More aggregates than the rules allow.",
     "duplicate_output_name": "Two output columns with the same name.",
+    "reserved_name": "An output column or table alias containing '__', which the enclave reserves for itself.",
     "order_not_output": "ORDER BY something that is not an output column.",
     "type_mismatch": "The engine cannot type the query (text compared with a number, say); nothing ran.",
     "internal_check_failed": "The query failed a re-check after qualification; it is refused (fail closed).",

@@ -62,6 +62,30 @@ def key_domain(expr: exp.Expr, query: CheckedQuery, manifest: Manifest) -> tuple
     return None
 
 
+def domain_size(expr: exp.Expr, query: CheckedQuery, manifest: Manifest) -> int | None:
+    """How many values a grouping key can take (NULL included), known without the data, or None.
+
+    A public key set, a boolean, or an integer column with bounds. With sizes known before anything
+    runs, the number of groups a query can produce is bounded in advance, so no refusal can depend on
+    how many groups the data happens to have (which one person could tip).
+    """
+    public = key_domain(expr, query, manifest)
+    if public is not None:
+        return len(public) + 1
+    while isinstance(expr, exp.Paren):
+        expr = expr.this
+    if isinstance(expr, exp.Column):
+        tables = {s.alias: s.table for s in sources(query.tree)}
+        column = manifest.column(tables.get(expr.table, ""), expr.name)
+        if column is not None and column.role in ("dimension", "measure"):
+            if column.type == "BOOLEAN":
+                return 3
+            if column.type in ("INTEGER", "BIGINT") and column.value_bounds is not None:
+                low, high = column.value_bounds
+                return int(high) - int(low) + 2
+    return None
+
+
 def public_groups(query: CheckedQuery, manifest: Manifest, limit: int) -> tuple[tuple[KeyValue, ...], ...] | None:
     """Every combination of public keys, in order, or None if any key is not public or they are too many."""
     domains = [key_domain(key.expr, query, manifest) for key in query.keys]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from enclave.catalog.manifest import Manifest
 from enclave.disclosure import noise
-from enclave.disclosure.keys import KeyValue, public_groups
+from enclave.disclosure.keys import KeyValue, domain_size, public_groups
 from enclave.policy.rules import Rules
 from enclave.rewrite import RewrittenQuery
 from enclave.rewrite.plan import Measure
@@ -109,6 +109,13 @@ def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, ep
     grouped = bool(query.keys)
     threshold = max(rules.suppression_threshold, manifest.suppression_threshold or 0)
     public = public_groups(query, manifest, rules.limits.max_output_groups) if grouped else ((),)
+    if public is None:
+        sizes = [domain_size(key.expr, query, manifest) for key in query.keys]
+        if any(size is None for size in sizes) or math.prod(sizes) > rules.limits.max_output_groups:  # type: ignore[arg-type]
+            raise PlanError("unbounded_group_keys", "Keys without a public key set must each be a boolean or a "
+                            "bounded integer column, with at most "
+                            f"{rules.limits.max_output_groups} combinations; bucket others with CASE WHEN ... "
+                            "THEN 'label' (a CASE of literals is a public key set).")
 
     distinct: dict[tuple[str, str], Measure] = {}
     sources: dict[str, str] = {}

@@ -60,10 +60,13 @@ def clamp_measures(plan: Plan, ctx: RewriteContext) -> Plan:
     for m in plan.measures:
         if m.function == "sum" and m.arg is not None and m.bounds is not None:
             low, high = m.bounds
+            # the value becomes DECIMAL(38, 6) first (NULL if it cannot), so comparing it with the bounds
+            # (at most 1e9) can never fail: no error depends on whether some row reached the clamp
+            value = exp.TryCast(this=m.arg.copy(), to=SUM_TYPE.copy())
             clamped = exp.Case(
-                ifs=[exp.If(this=exp.LT(this=m.arg.copy(), expression=_number(low)), true=_number(low)),
-                     exp.If(this=exp.GT(this=m.arg.copy(), expression=_number(high)), true=_number(high))],
-                default=m.arg.copy(),
+                ifs=[exp.If(this=exp.LT(this=value.copy(), expression=_number(low)), true=_number(low)),
+                     exp.If(this=exp.GT(this=value.copy(), expression=_number(high)), true=_number(high))],
+                default=value.copy(),
             )
             m = dataclasses.replace(m, arg=exp.Cast(this=clamped, to=SUM_TYPE.copy()))
         measures.append(m)

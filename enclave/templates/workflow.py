@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+import sqlglot
+
 from enclave.audit.store import Transaction
 from enclave.disclosure.plan import PlanError
 from enclave.disclosure.release import Release
@@ -48,7 +50,12 @@ def listing(tx: Transaction) -> list[Template]:
 
 def propose(enclave: Enclave, proposer: str, spec: TemplateSpec) -> Template:
     """Record a proposal, after checking its shape with example values and planning its per-run cost."""
-    prepared = enclave.prepare(spec.dataset, spec.example_sql())
+    try:
+        example = spec.example_sql()
+    except sqlglot.errors.SqlglotError:  # the check says where, with the same positioned violation
+        violations = enclave.check(spec.dataset, spec.sql).violations
+        raise QueryError("check_failed", "The template's SQL does not parse.", violations) from None
+    prepared = enclave.prepare(spec.dataset, example)
     if prepared.rewritten is None:
         raise QueryError("check_failed", "The template was refused by the check.", prepared.result.violations)
     try:
