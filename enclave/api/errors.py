@@ -8,11 +8,11 @@ generic 500 `internal_error`: never a stack trace, an engine message or a path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from enclave.check.violations import Violation
@@ -65,7 +65,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(error.status_code, "invalid_request")
-        return JSONResponse(envelope(code, API_CODES.get(code, "Request refused.")), error.status_code)
+        return JSONResponse(envelope(code, API_CODES.get(code, "Request refused.")), error.status_code,
+                            headers=getattr(error, "headers", None))  # e.g. Allow on 405
+
+    @app.middleware("http")
+    async def _announced_size(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """A body announced larger than the limit is refused in the envelope before it is read."""
+        announced = request.headers.get("content-length", "")
+        if announced.isdigit() and int(announced) > app.state.max_body_bytes:
+            return JSONResponse(envelope("request_too_large", API_CODES["request_too_large"]), 413)
+        return await call_next(request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -47,7 +47,7 @@ class Parameter(BaseModel):
             raise ValueError(f"{self.name} must be one of {self.choices}")
         if isinstance(value, int | float) and not isinstance(value, bool) and (
                 (self.min is not None and value < self.min) or (self.max is not None and value > self.max)):
-            raise ValueError(f"{self.name} must be between {self.min:g} and {self.max:g}")
+            raise ValueError(f"{self.name} must be between {self.min} and {self.max}")
         return value  # type: ignore[return-value]
 
     def example(self) -> Value:

@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from enclave.api.deps import Auditor, EnclaveDep
-from enclave.api.schemas import EventsOut, VerifyOut
+from enclave.api.schemas import ErrorOut, EventsOut, VerifyOut
 from enclave.audit.signing import load_public_key
 from enclave.audit.verify import verify_lines
 
 router = APIRouter(prefix="/v1/audit", tags=["auditor"])
+# errors of the text routes are JSON envelopes all the same
+_ERRORS = {code: {"model": ErrorOut, "content": {"application/json": {}}} for code in (401, 403, 422, 429, 500)}
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time without a zone is read as UTC (the log's own times are UTC)."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 @router.get("/events", operation_id="auditor-list-events", response_model=EventsOut)
 def list_events(enclave: EnclaveDep, principal: Auditor, actor: str | None = None, event: str | None = None,
                 dataset: str | None = None, decision: str | None = None, since: datetime | None = None,
-                until: datetime | None = None, after: int = Query(0, ge=0),
+                until: datetime | None = None, after: int = Query(0, ge=0, le=2**62),
                 limit: int = Query(100, ge=1, le=1000)) -> EventsOut:
     """Records after `after`, filtered; at most `limit` per page."""
     wanted = {"actor": actor, "event": event, "dataset": dataset, "decision": decision}
+    since, until = (_utc(moment) for moment in (since, until))
     found: list[dict[str, object]] = []
     last = after
     for record in enclave.audit.records(after + 1):
@@ -39,9 +47,9 @@ def list_events(enclave: EnclaveDep, principal: Auditor, actor: str | None = Non
 
 
 @router.get("/export", operation_id="auditor-export-log", response_class=PlainTextResponse,
-            responses={200: {"content": {"application/x-ndjson": {}}}})
-def export_log(enclave: EnclaveDep, principal: Auditor, start: int = Query(1, ge=1),
-               end: int | None = Query(None, ge=1)) -> PlainTextResponse:
+            responses={200: {"content": {"application/x-ndjson": {}}}, **_ERRORS})
+def export_log(enclave: EnclaveDep, principal: Auditor, start: int = Query(1, ge=1, le=2**62),
+               end: int | None = Query(None, ge=1, le=2**62)) -> PlainTextResponse:
     """JSONL, the format `enclave audit verify` checks offline; ends with a signed checkpoint."""
     buffer = io.StringIO()
     enclave.audit.export(buffer, start, end)
@@ -61,6 +69,7 @@ def list_checkpoints(enclave: EnclaveDep, principal: Auditor) -> list[dict[str, 
     return enclave.audit.checkpoints()
 
 
-@router.get("/public-key", operation_id="auditor-get-public-key", response_class=PlainTextResponse)
+@router.get("/public-key", operation_id="auditor-get-public-key", response_class=PlainTextResponse,
+            responses={200: {"content": {"application/x-pem-file": {}}}, **_ERRORS})
 def public_key(enclave: EnclaveDep, principal: Auditor) -> PlainTextResponse:
     return PlainTextResponse(enclave.public_key_path.read_text(), media_type="application/x-pem-file")

@@ -11,6 +11,7 @@ from enclave.api.schemas import (
     CheckOut,
     DatasetDetail,
     DatasetSummary,
+    PlanOut,
     QueryIn,
     QuerySummary,
     RulesOut,
@@ -75,7 +76,7 @@ def check_query(body: QueryIn, enclave: EnclaveDep, principal: Researcher) -> Ch
         raise ApiError(422, "invalid_request", error.message) from None
     query = prepared.rewritten.checked
     return out.model_copy(update={"canonical_sql": query.canonical_sql, "rules_sha256": query.rules_sha256,
-                                  "plan": plan_summary(plan)})
+                                  "plan": PlanOut.model_validate(plan_summary(plan))})
 
 
 @router.post("/queries", operation_id="researcher-submit-query", response_model=Release,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from enclave.access.keys import Principal
@@ -18,6 +18,7 @@ from enclave.templates import workflow
 from enclave.templates.model import TemplateSpec, Value
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
+TemplateId = Annotated[int, Path(ge=1, le=2**62)]
 
 _STATUS = {"template_not_found": 404, "template_not_approved": 409, "review_not_allowed": 409,
            "run_limit_reached": 409, "invalid_parameters": 422, "grant_revoked": 403, "grant_expired": 403,
@@ -75,7 +76,7 @@ def list_templates(enclave: EnclaveDep, principal: Annotated[Principal, Depends(
 
 
 @router.get("/{template_id}", operation_id="templates-get", response_model=TemplateOut)
-def get_template(template_id: int, enclave: EnclaveDep,
+def get_template(template_id: TemplateId, enclave: EnclaveDep,
                  principal: Annotated[Principal, Depends(current_principal)]) -> TemplateOut:
     with enclave.audit.transaction() as tx:
         template = workflow.find(tx, template_id)
@@ -85,7 +86,7 @@ def get_template(template_id: int, enclave: EnclaveDep,
 
 
 def _review(action: Literal["approve", "reject", "revoke"]) -> Callable[..., TemplateOut]:
-    def handler(template_id: int, body: ReasonIn, enclave: EnclaveDep, principal: Reviewer) -> TemplateOut:
+    def handler(template_id: TemplateId, body: ReasonIn, enclave: EnclaveDep, principal: Reviewer) -> TemplateOut:
         try:
             return _out(workflow.review(enclave, principal.name, template_id, action, body.reason))
         except QueryError as error:
@@ -101,7 +102,7 @@ for _action in ("approve", "reject", "revoke"):
 
 
 @router.post("/{template_id}/runs", operation_id="templates-run", response_model=Release)
-def run_template(template_id: int, body: RunIn, enclave: EnclaveDep, principal: Researcher) -> Release:
+def run_template(template_id: TemplateId, body: RunIn, enclave: EnclaveDep, principal: Researcher) -> Release:
     """Run an approved template with parameters: the same pipeline as any query, at its per-run ε."""
     try:
         return workflow.run(enclave, principal.name, template_id, body.parameters)
