@@ -35,6 +35,17 @@ def demo_data(manifest: Manifest, enclave_home: Path) -> DemoData:
     return ensure_demo(manifest, enclave_home / "data", children=TEST_CHILDREN)
 
 
+@pytest.fixture
+def fresh_enclave(tmp_path: Path, demo_data: DemoData) -> Enclave:
+    """An enclave with its own log, budget and secrets; the demo database is shared, read-only."""
+    (tmp_path / "data").mkdir()
+    for path in demo_data.database.parent.iterdir():
+        (tmp_path / "data" / path.name).symlink_to(path)
+    instance = Enclave(Settings(home=tmp_path, demo_children=TEST_CHILDREN))
+    yield instance
+    instance.close()
+
+
 @pytest.fixture(scope="session")
 def enclave(enclave_home: Path, demo_data: DemoData) -> Enclave:
     instance = Enclave(Settings(home=enclave_home, demo_children=TEST_CHILDREN))

@@ -12,7 +12,6 @@ from enclave.audit.signing import load_public_key
 from enclave.audit.verify import verify_lines
 from enclave.budget.ledger import grant, live_totals, rebuild_from_log
 from enclave.pipeline import Enclave, QueryError
-from enclave.settings import Settings
 
 SQL = "SELECT school, COUNT(*) AS n, AVG(days_absent) AS absent FROM enrollments GROUP BY school ORDER BY school"
 RELEASE_FIELDS = {"seq", "time", "actor", "event", "decision", "reasons", "prev_hash", "hash", "query_id",
@@ -20,16 +19,10 @@ RELEASE_FIELDS = {"seq", "time", "actor", "event", "decision", "reasons", "prev_
 
 
 @pytest.fixture
-def fresh(tmp_path, demo_data):
-    """An enclave with its own log, budget and secrets (the demo database is shared, read-only)."""
-    (tmp_path / "data").mkdir()
-    for path in demo_data.database.parent.iterdir():
-        (tmp_path / "data" / path.name).symlink_to(path)
-    instance = Enclave(Settings(home=tmp_path, demo_children=20_000))
-    with instance.audit.transaction() as tx:
+def fresh(fresh_enclave):
+    with fresh_enclave.audit.transaction() as tx:
         grant(tx, "steward", "alice", "demo", 3.0, 1e-6)
-    yield instance
-    instance.close()
+    return fresh_enclave
 
 
 def records(enclave: Enclave, event: str) -> list[dict]:

@@ -8,25 +8,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from enclave.access.keys import Role
+from enclave.check.violations import Violation
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ViolationOut(BaseModel):
-    code: str
-    message: str
-    line: int | None = None
-    col: int | None = None
-    highlight: str = ""
-    remedy: str | None = None
-
-
 class ErrorDetail(BaseModel):
     code: str
     message: str
-    violations: list[ViolationOut]
+    violations: list[Violation]
 
 
 class ErrorOut(BaseModel):
@@ -98,7 +90,7 @@ class PlanOut(BaseModel):
 
 class CheckOut(BaseModel):
     accepted: bool
-    violations: list[ViolationOut]
+    violations: list[Violation]
     canonical_sql: str | None = None
     rules_sha256: str | None = None
     plan: PlanOut | None = None

@@ -9,22 +9,16 @@ import pytest
 
 from enclave.budget.ledger import grant
 from enclave.check import check
-from enclave.pipeline import Enclave, QueryError
-from enclave.settings import Settings
+from enclave.pipeline import QueryError
 
 QI = "c.birth_year = 2005 AND c.gender = 'F' AND c.home_zip = '99101'"
 
 
 @pytest.fixture
-def enclave(tmp_path, demo_data):
-    (tmp_path / "data").mkdir()
-    for path in demo_data.database.parent.iterdir():
-        (tmp_path / "data" / path.name).symlink_to(path)
-    instance = Enclave(Settings(home=tmp_path, demo_children=20_000))
-    with instance.audit.transaction() as tx:
+def enclave(fresh_enclave):
+    with fresh_enclave.audit.transaction() as tx:
         grant(tx, "steward", "mallory", "demo", 100.0, 1e-3, purpose="attack")
-    yield instance
-    instance.close()
+    return fresh_enclave
 
 
 @pytest.mark.parametrize("alias", ["v__sum", "v__count", "__units", "x__y"])

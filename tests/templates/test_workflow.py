@@ -7,7 +7,6 @@ from pydantic import ValidationError
 
 from enclave.budget.ledger import grant
 from enclave.pipeline import Enclave, QueryError
-from enclave.settings import Settings
 from enclave.templates import workflow
 from enclave.templates.model import TemplateSpec
 
@@ -25,15 +24,10 @@ SPEC = {
 
 
 @pytest.fixture
-def enclave(tmp_path, demo_data):
-    (tmp_path / "data").mkdir()
-    for path in demo_data.database.parent.iterdir():
-        (tmp_path / "data" / path.name).symlink_to(path)
-    instance = Enclave(Settings(home=tmp_path, demo_children=20_000))
-    with instance.audit.transaction() as tx:
+def enclave(fresh_enclave):
+    with fresh_enclave.audit.transaction() as tx:
         grant(tx, "steward", "alice", "demo", 5.0, 1e-6, purpose="study", adhoc=False)
-    yield instance
-    instance.close()
+    return fresh_enclave
 
 
 def events(enclave: Enclave) -> list[str]:

@@ -66,8 +66,7 @@ def check_query(body: QueryIn, enclave: EnclaveDep, principal: Researcher) -> Ch
     """Check a query and show its cost and accuracy. Spends nothing, runs nothing."""
     _manifest(enclave, body.dataset)
     prepared = enclave.prepare(body.dataset, body.sql)
-    out = CheckOut(accepted=prepared.rewritten is not None,
-                   violations=[v.to_dict() for v in prepared.result.violations])
+    out = CheckOut(accepted=prepared.rewritten is not None, violations=list(prepared.result.violations))
     if prepared.rewritten is None:
         return out
     try:
