@@ -23,13 +23,13 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         enclave.close()
 
-    app = FastAPI(title="enclave", version="0.1.0", lifespan=lifespan, max_body_size=settings.max_body_bytes,
+    app = FastAPI(title="enclave", version="0.1.0", lifespan=lifespan,
                   description="A secure statistical query enclave: aggregate SQL in, protected tables out.",
                   responses={code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 429, 500)})
     app.state.enclave = enclave
     app.state.limiter = RateLimiter(settings)
-    app.state.max_body_bytes = settings.max_body_bytes
     errors.install(app)
+    app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
 
     @app.get("/healthz", operation_id="health-live", response_model=Health, tags=["health"])
     def healthz() -> Health:

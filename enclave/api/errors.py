@@ -8,12 +8,14 @@ generic 500 `internal_error`: never a stack trace, an engine message or a path.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import re
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from enclave.check.violations import Violation
 
@@ -65,17 +67,54 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(error.status_code, "invalid_request")
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:  # every method the path takes, not only the first route's
+            headers["Allow"] = ", ".join(_methods(app, request.url.path))
         return JSONResponse(envelope(code, API_CODES.get(code, "Request refused.")), error.status_code,
-                            headers=getattr(error, "headers", None))  # e.g. Allow on 405
+                            headers=headers or None)
 
-    @app.middleware("http")
-    async def _announced_size(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """A body announced larger than the limit is refused in the envelope before it is read."""
-        announced = request.headers.get("content-length", "")
-        if announced.isdigit() and int(announced) > app.state.max_body_bytes:
-            return JSONResponse(envelope("request_too_large", API_CODES["request_too_large"]), 413)
-        return await call_next(request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         return JSONResponse(envelope("internal_error", "An unexpected error occurred; nothing was released."), 500)
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def _methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document gives for the route templates that match `path`."""
+    found = set()
+    for template, operations in app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\{[^/}]+\}", "[^/]+", template), path):
+            found |= {method.upper() for method in operations if method in _HTTP_METHODS}
+    return sorted(found)
+
+
+class BodyLimit:
+    """Request bodies over `limit` bytes are refused with the envelope (413), announced or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        announced = dict(scope["headers"]).get(b"content-length", b"")
+        if announced.isdigit() and int(announced) > self.limit:
+            response = JSONResponse(envelope("request_too_large", API_CODES["request_too_large"]), 413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise HTTPException(status_code=413)  # answered by the handler above, in the envelope
+            return message
+
+        await self.app(scope, counted, send)

@@ -47,7 +47,9 @@ class Parameter(BaseModel):
             raise ValueError(f"{self.name} must be one of {self.choices}")
         if isinstance(value, int | float) and not isinstance(value, bool) and (
                 (self.min is not None and value < self.min) or (self.max is not None and value > self.max)):
-            raise ValueError(f"{self.name} must be between {self.min} and {self.max}")
+            limits = [f"at least {self.min:g}" if self.min is not None else "",
+                      f"at most {self.max:g}" if self.max is not None else ""]
+            raise ValueError(f"{self.name} must be " + " and ".join(part for part in limits if part))
         return value  # type: ignore[return-value]
 
     def example(self) -> Value:

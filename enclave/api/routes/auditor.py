@@ -9,13 +9,15 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from enclave.api.deps import Auditor, EnclaveDep
-from enclave.api.schemas import ErrorOut, EventsOut, VerifyOut
+from enclave.api.schemas import EventsOut, VerifyOut
 from enclave.audit.signing import load_public_key
 from enclave.audit.verify import verify_lines
 
 router = APIRouter(prefix="/v1/audit", tags=["auditor"])
-# errors of the text routes are JSON envelopes all the same
-_ERRORS = {code: {"model": ErrorOut, "content": {"application/json": {}}} for code in (401, 403, 422, 429, 500)}
+# errors of the text routes are JSON envelopes all the same: declared as such, and only as such
+_ENVELOPE = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+_ERRORS = {code: {"description": "Error", "content": _ENVELOPE}
+           for code in (400, 401, 403, 404, 409, 413, 422, 429, 500)}
 
 
 def _utc(moment: datetime | None) -> datetime | None:
