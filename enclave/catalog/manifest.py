@@ -19,6 +19,7 @@ Roles:
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -115,6 +116,25 @@ class ContributionBounds(_Strict):
     max_groups_per_unit: PositiveInt = Field(description="Groups one person may contribute to.")
 
 
+PERSON_DERIVED = {"birth_year": "INTEGER", "gender": "VARCHAR"}
+
+
+class Intake(_Strict):
+    """How the dataset is built from contributors' deliveries (see enclave.intake).
+
+    The person table holds one row per linked person: its privacy unit, `birth_year` and `gender` when
+    declared (derived from the linked rosters), and the `person_attributes`, which rosters may carry and
+    which are taken from the first contributor (in manifest order) that gives one.
+    """
+
+    person_table: Name = Field(description="The table with one row per linked person.")
+    birth_dates: tuple[dt.date, dt.date] = Field(description="Range every roster birth date must lie in.")
+    genders: list[str] = Field(default=["F", "M", "X"], min_length=1, description="Allowed roster gender codes.")
+    person_attributes: list[Name] = Field(default=[], description="Person-table columns rosters may carry.")
+    link_threshold: float = Field(default=0.5, gt=0, lt=1, description="Match probability at or above which "
+                                  "two roster rows are the same person; the steward may set another per run.")
+
+
 class Manifest(_Strict):
     """A dataset: its tables, the privacy unit, column roles, contribution bounds and suppression."""
 
@@ -127,7 +147,9 @@ class Manifest(_Strict):
     suppression_threshold: int | None = Field(
         default=None, description="Raises the rules' threshold for this dataset; it can never lower it."
     )
-    consent_required: bool = False
+    consent_required: bool = Field(default=False, description="Every query sees only persons whose consent "
+                                   "for the grant's purpose is valid when it runs.")
+    intake: Intake | None = Field(default=None, description="Built from contributors' deliveries by linkage.")
     template_approvals: int = Field(default=1, ge=1, le=2, description="Reviewers (not the proposer) a "
                                     "template of this dataset needs before it can run.")
     tables: dict[Name, Table] = Field(min_length=1)
@@ -143,7 +165,24 @@ class Manifest(_Strict):
             others = [name for name, c in table.columns.items() if c.role == "privacy_unit"]
             if others != [self.privacy_unit]:
                 raise ValueError(f"table {table_name}: only {self.privacy_unit} may be the privacy_unit")
+        if self.intake is not None:
+            self._intake_fits(self.intake)
         return self
+
+    def _intake_fits(self, intake: Intake) -> None:
+        person = self.tables.get(intake.person_table)
+        if person is None:
+            raise ValueError(f"intake: unknown person_table {intake.person_table!r}")
+        for name in intake.person_attributes:
+            if name not in person.columns or name in PERSON_DERIVED or name == self.privacy_unit:
+                raise ValueError(f"intake: person attribute {name!r} must be another column of {intake.person_table}")
+        for name, column in person.columns.items():
+            derived = PERSON_DERIVED.get(name)
+            if name != self.privacy_unit and name not in intake.person_attributes and derived != column.type:
+                raise ValueError(f"intake: {intake.person_table}.{name} is neither a person attribute nor derived "
+                                 f"({', '.join(f'{k} {v}' for k, v in PERSON_DERIVED.items())})")
+        if intake.birth_dates[0] > intake.birth_dates[1]:
+            raise ValueError("intake: birth_dates must be [first, last]")
 
     def column(self, table: str, column: str) -> Column | None:
         found = self.tables.get(table)
