@@ -27,6 +27,18 @@ EVENT_TYPES: dict[str, str] = {
     "principal.roles": "A principal was created or given roles (researcher, reviewer, steward, auditor).",
     "key.issued": "An API key was issued to a principal (its id only; the secret is never recorded).",
     "key.revoked": "An API key was revoked.",
+    "data.delivered": "A contributor's delivery was validated, loaded and linked: per file its kind, SHA-256 and "
+    "row count (never its contents), the linkage counts and the data version it made.",
+    "data.refused": "A delivery was refused: its problems (code, file, row, column; no values). Nothing was loaded.",
+    "data.linked": "Rosters were linked again at a threshold the steward set; a new data version.",
+    "data.rekeyed": "The person key was rotated (its fingerprint only): every person key changed; a new data version.",
+    "data.version": "A data version became current: why, the analysis build and its row counts per table.",
+    "consent.given": "Consent was recorded for a person and purpose (a keyed pseudonym, never a local ID), with "
+    "its given and expiry dates; a new data version.",
+    "consent.imported": "A batch of consent statements was imported from a contributor: how many, how many "
+    "revocations, and a SHA-256 of them all; a new data version.",
+    "consent.revoked": "Consent was revoked for a person and purpose; it takes effect at the next query; a new "
+    "data version.",
     "query.refused": "A query was refused before anything ran (check, plan or budget), with its reasons.",
     "query.charged": "A query's privacy cost was reserved; written before the query executes.",
     "query.failed": "A charged query failed during execution or protection; its charge stays spent.",

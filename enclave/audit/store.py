@@ -1,7 +1,8 @@
 """The embedded audit store: an append-only, hash-chained log in SQLite, with the state it governs.
 
 One SQLite database holds the log (events), its signed checkpoints, and the privacy state that the log
-is the system of record for: grants, budget charges and released answers. Keeping them together makes
+is the system of record for: grants, budget charges, released answers, data versions and consents.
+Keeping them together makes
 write-ahead exact: a charge and the record of it commit in one transaction, before the query executes,
 or neither does. Each transaction opens its own connection with `BEGIN IMMEDIATE` (one writer at a
 time, across threads and processes), WAL journaling and `synchronous=FULL` (committed means on disk).
@@ -46,6 +47,19 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE TABLE IF NOT EXISTS charges (
     query_id TEXT PRIMARY KEY, researcher TEXT NOT NULL, dataset TEXT NOT NULL,
     epsilon INTEGER NOT NULL, delta INTEGER NOT NULL, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS data_versions (
+    dataset TEXT NOT NULL, version INTEGER NOT NULL, build TEXT NOT NULL, database TEXT NOT NULL,
+    reason TEXT NOT NULL, consent_seq INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (dataset, version));
+CREATE TABLE IF NOT EXISTS consents (
+    id INTEGER PRIMARY KEY, dataset TEXT NOT NULL, subject TEXT NOT NULL, purpose TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('give', 'revoke')), given TEXT, expires TEXT, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS consents_by_purpose ON consents (dataset, purpose, subject, id);
+CREATE TRIGGER IF NOT EXISTS consents_append_only_update BEFORE UPDATE ON consents
+    BEGIN SELECT RAISE(ABORT, 'the consent registry is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS consents_append_only_delete BEFORE DELETE ON consents
+    BEGIN SELECT RAISE(ABORT, 'the consent registry is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS data_versions_append_only_update BEFORE UPDATE ON data_versions
+    BEGIN SELECT RAISE(ABORT, 'data versions are append-only'); END;
 CREATE TABLE IF NOT EXISTS releases (
     request_key TEXT PRIMARY KEY, query_id TEXT NOT NULL, researcher TEXT NOT NULL, status TEXT NOT NULL,
     payload TEXT, claimed_at REAL NOT NULL, seq INTEGER);
@@ -97,7 +111,7 @@ class Transaction:
         return signed
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class StoreError(RuntimeError):

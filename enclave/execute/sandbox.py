@@ -20,6 +20,7 @@ Sandbox on one file (with the same limits) shares one connection; each query sti
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -27,6 +28,7 @@ from typing import ClassVar
 import duckdb
 
 from enclave.policy.rules import Execution
+from enclave.rewrite.rules import CONSENTED
 
 # code -> what it means; README.md documents each.
 EXECUTION_CODES: dict[str, str] = {
@@ -114,13 +116,24 @@ class Sandbox:
         if not one_select:  # raised outside the handler: the engine's error is not even its __context__
             raise ExecutionError("not_one_select")
 
-    def bind(self, sql: str) -> None:
+    def _cursor(self, consented: Sequence[str] | None) -> duckdb.DuckDBPyConnection:
+        """A fresh cursor; with a consent snapshot, holding it as the temp table the rewrite refers to.
+
+        A temp table belongs to its cursor's connection: no other query sees it, none outlives it.
+        """
+        cursor = self._connection.cursor()
+        if consented is not None:
+            cursor.execute(f'CREATE TEMP TABLE "{CONSENTED}" AS SELECT unnest(?::VARCHAR[]) AS person_id',
+                           [list(consented)])
+        return cursor
+
+    def bind(self, sql: str, consented: Sequence[str] | None = None) -> None:
         """Plan the query without running it, so a type error is refused before any budget is spent.
 
         Binding reads the catalog, not the data: whether it fails cannot depend on any row.
         """
         self._statement_check(sql)
-        cursor = self._connection.cursor()
+        cursor = self._cursor(consented)
         try:
             cursor.execute(f"EXPLAIN {sql}")
             binds = True
@@ -131,14 +144,15 @@ class Sandbox:
         if not binds:
             raise ExecutionError("type_mismatch")
 
-    def execute(self, sql: str) -> RawResult:
+    def execute(self, sql: str, consented: Sequence[str] | None = None) -> RawResult:
         """Run one SELECT and return at most `max_groups` rows, or raise a safe ExecutionError.
 
         Callers pass only `RewrittenQuery.sql`; the sandbox still refuses anything DuckDB itself does
-        not parse as exactly one SELECT, and its settings hold whatever the statement does.
+        not parse as exactly one SELECT, and its settings hold whatever the statement does. `consented`
+        is the query's consent snapshot (person keys), for datasets that require consent.
         """
         self._statement_check(sql)
-        cursor = self._connection.cursor()
+        cursor = self._cursor(consented)
         done = threading.Event()
         watchdog = threading.Thread(target=self._watch, args=(cursor, done), daemon=True)
         watchdog.start()

@@ -39,7 +39,7 @@ def sampling_salt(secret: bytes, data_version: str) -> int:
 
 def rewrite(query: CheckedQuery, manifest: Manifest, salt: int) -> RewrittenQuery:
     """Apply every rule in order and render the result."""
-    ctx = RewriteContext(manifest.contribution_bounds, salt)
+    ctx = RewriteContext(manifest.contribution_bounds, salt, manifest.consent_required)
     plan = plan_of(query)
     for rule in RULES:
         plan = rule(plan, ctx)

@@ -16,14 +16,17 @@ from enclave.catalog.manifest import ContributionBounds
 from enclave.rewrite.plan import Bounds, Measure, Plan
 
 UNITS = "__units"
+CONSENTED = "__consented"  # the per-query table of consented person keys (execute.sandbox creates it)
 
 
 @dataclass(frozen=True)
 class RewriteContext:
-    """What the rules need besides the plan: the dataset's contribution bounds and the sampling salt."""
+    """What the rules need besides the plan: the dataset's contribution bounds, the sampling salt, and
+    whether the dataset requires consent."""
 
     contribution: ContributionBounds
     salt: int
+    consent_required: bool = False
 
 
 Rule = Callable[[Plan, RewriteContext], Plan]
@@ -136,6 +139,35 @@ def count_units(plan: Plan, ctx: RewriteContext) -> Plan:
     return dataclasses.replace(plan, measures=(*plan.measures, units))
 
 
+def restrict_to_consented(plan: Plan, ctx: RewriteContext) -> Plan:
+    """Where the dataset requires consent, only persons in the query's consent snapshot are used.
+
+    The condition `t.<unit> IN (SELECT person_id FROM __consented)` is added to WHERE for the first
+    table and every inner-joined one. A left-joined table needs none: joins are only on equality of the
+    person key, so each of its rows that joins belongs to a person the first table already restricted.
+    The researcher cannot name `__consented` (not a table of the manifest) nor drop the condition: it
+    is added here, after the check, to the tree that is executed.
+    """
+    if not ctx.consent_required:
+        return plan
+    relation = plan.relation.copy()
+    tables = [relation.args["from_"].this]
+    for join in relation.args.get("joins") or []:
+        side = (join.side or "").lower()
+        if side not in ("", "left"):
+            raise ValueError(f"a {side} join cannot be restricted to consented persons")
+        if not side:
+            tables.append(join.this)
+    snapshot = exp.select(exp.column("person_id")).from_(exp.Table(this=exp.to_identifier(CONSENTED, quoted=True)))
+    unit = plan.unit.name
+    conditions = [exp.In(this=exp.column(unit, table=exp.to_identifier(t.alias_or_name, quoted=True), quoted=True),
+                         query=exp.Subquery(this=snapshot.copy())) for t in tables]
+    where = relation.args.get("where")
+    condition = exp.and_(*(exp.Paren(this=c) for c in conditions), copy=False)
+    relation.set("where", exp.Where(this=exp.and_(where.this, condition) if where is not None else condition))
+    return dataclasses.replace(plan, relation=relation)
+
+
 def bound_contributions(plan: Plan, ctx: RewriteContext) -> Plan:
     """At most `max_rows_per_unit` rows and `max_groups_per_unit` groups of each person are used."""
     bounds = Bounds(ctx.contribution.max_rows_per_unit, ctx.contribution.max_groups_per_unit, ctx.salt)
@@ -148,5 +180,6 @@ RULES: tuple[Rule, ...] = (
     clamp_measures,
     parenthesize,
     count_units,
+    restrict_to_consented,
     bound_contributions,
 )
