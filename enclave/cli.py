@@ -1,4 +1,4 @@
-"""The `enclave` command: check and query SQL, verify and export the audit log, run the demo.
+"""The `enclave` command: check and query SQL, onboard data, verify and export the audit log, run the demo.
 
 No command prints an un-noised value: `query` and `demo` print protected releases only, each recorded in
 the audit log before it is shown. Queries run as the demo researcher on the embedded store until the
@@ -19,10 +19,14 @@ from enclave.access.keys import ROLES, ensure_principal, issue_key, revoke_key
 from enclave.audit.signing import load_public_key
 from enclave.audit.verify import verify_lines
 from enclave.budget.ledger import grant, revoke_grant
+from enclave.catalog.demo import ensure_demo
 from enclave.catalog.manifest import Manifest
 from enclave.check import CheckResult
 from enclave.disclosure.plan import PlanError, PrivacyPlan
 from enclave.disclosure.release import Cell, Release
+from enclave.intake.delivery import DeliveryFile, DeliveryRefused
+from enclave.intake.quality import render_html, report
+from enclave.onboarding import ConsentChange, ConsentRefused, import_consents, ingest, record_consent, rekey, relink
 from enclave.pipeline import DEMO_RESEARCHER, Enclave, QueryError, UnknownDataset, plan_summary
 from enclave.policy.rules import Rules
 from enclave.settings import PROJECT_ROOT, Settings
@@ -86,7 +90,10 @@ def _print_plan(plan: PrivacyPlan) -> None:
 
 def _cmd_check(enclave: Enclave, args: argparse.Namespace) -> int:
     sql = sys.stdin.read() if args.sql == "-" else args.sql
-    prepared = enclave.prepare(args.dataset, sql) if args.dataset == "demo" else None
+    try:
+        prepared = enclave.prepare(args.dataset, sql)
+    except QueryError:  # no data yet: the check alone, which needs none
+        prepared = None
     result = prepared.result if prepared is not None else enclave.check(args.dataset, sql)
     plan = None
     if prepared is not None and prepared.rewritten is not None:
@@ -174,8 +181,14 @@ def _cmd_demo(enclave: Enclave, args: argparse.Namespace) -> int:
     print(f"enclave demo: {manifest.title}")
     started = time.perf_counter()
     version = enclave.data_version("demo")
+    demo = ensure_demo(manifest, enclave.settings.data_dir, children=enclave.settings.demo_children)
+    linkage = demo.summary["linkage"]
     print(f"demo data version {version} ready in {time.perf_counter() - started:.1f}s "
-          f"(tables: {', '.join(manifest.tables)})\n")
+          f"(tables: {', '.join(manifest.tables)})")
+    print(f"  onboarded: {len(demo.summary['deliveries'])} contributors' rosters and records "
+          f"({linkage['records']:,} roster rows with typos, nicknames, swapped dates, duplicates) linked by Splink "
+          f"into {linkage['persons']:,} children; against the generator's truth: precision {linkage['precision']}, "
+          f"recall {linkage['recall']}\n  raw files: {demo.directory / 'deliveries'}\n")
     enclave.ensure_demo_grant()
     for index, (title, sql) in enumerate(DEMO_QUERIES, 1):
         print(f"[{index}] {title}\n" + "\n".join(f"    {line}" for line in sql.splitlines()))
@@ -257,6 +270,74 @@ def _cmd_grants(enclave: Enclave, args: argparse.Namespace) -> int:
     return 0
 
 
+def _files(specs: list[str], sums: list[str]) -> list[DeliveryFile]:
+    """KIND=PATH arguments (and KIND=SHA256 checksums) as delivery files."""
+    declared = dict(item.split("=", 1) for item in sums)
+    files = []
+    for spec in specs:
+        kind, _, path = spec.partition("=")
+        files.append(DeliveryFile(kind, Path(path).name, Path(path).read_bytes(), sha256=declared.get(kind)))
+    return files
+
+
+def _print_problems(error: DeliveryRefused | ConsentRefused) -> int:
+    problems = error.problems
+    total = getattr(error, "total", len(problems))
+    print(f"refused: {total} problem(s); nothing was loaded", file=sys.stderr)
+    for p in problems:
+        print(f"  {p.code}: {p.file}: {p.message}", file=sys.stderr)
+    return 1
+
+
+def _cmd_ingest(enclave: Enclave, args: argparse.Namespace) -> int:
+    try:
+        done = ingest(enclave, "cli", args.dataset, args.contributor, _files(args.file, args.sha256), args.threshold)
+    except DeliveryRefused as error:
+        return _print_problems(error)
+    for file in done.receipt.files if done.receipt else ():
+        print(f"loaded {file.kind}: {file.name} ({file.rows} rows, sha256 {file.sha256[:16]}...)")
+    if done.linked:
+        print(f"linked {done.linked.records} roster rows into {done.linked.persons} persons at threshold "
+              f"{done.linked.threshold} ({done.linked.kept} person keys kept) in {done.linked.seconds:.1f}s")
+    print(f"data version {done.version.label}")
+    return 0
+
+
+def _cmd_link(enclave: Enclave, args: argparse.Namespace) -> int:
+    if args.link_command == "rekey":
+        print(f"person key rotated: data version {rekey(enclave, 'cli', args.dataset).version.label}")
+        return 0
+    done = relink(enclave, "cli", args.dataset, args.threshold)
+    print(f"linked into {done.linked.persons if done.linked else '?'} persons: data version {done.version.label}")
+    return 0
+
+
+def _cmd_quality(enclave: Enclave, args: argparse.Namespace) -> int:
+    found = report(enclave.identity(args.dataset), clerical=not args.no_clerical)
+    if args.html:
+        Path(args.html).write_text(render_html(found))
+        print(f"wrote {args.html}", file=sys.stderr)
+    print(json.dumps(found, indent=2, default=str))
+    return 0
+
+
+def _cmd_consent(enclave: Enclave, args: argparse.Namespace) -> int:
+    try:
+        if args.consent_command == "import":
+            path = Path(args.path)
+            version = import_consents(enclave, "cli", args.dataset, args.contributor,
+                                      DeliveryFile("consent", path.name, path.read_bytes()))
+        else:
+            change = ConsentChange(args.contributor, args.local_id, args.purpose,
+                                   "give" if args.consent_command == "give" else "revoke",
+                                   getattr(args, "given", None), getattr(args, "expires", None))
+            version = record_consent(enclave, "cli", args.dataset, [change], source="cli")
+    except (DeliveryRefused, ConsentRefused) as error:
+        return _print_problems(error)
+    print(f"recorded: data version {version.label}")
+    return 0
+
+
 def demo_keys(enclave: Enclave) -> dict[str, str]:
     """One principal and key per role for the demo (the researcher gets the demo grant)."""
     keys = {}
@@ -315,6 +396,40 @@ def parser() -> argparse.ArgumentParser:
     revoke_grant_cmd.add_argument("--researcher", required=True)
     revoke_grant_cmd.add_argument("--dataset", default="demo")
     revoke_grant_cmd.add_argument("--reason", required=True)
+    ingest_cmd = commands.add_parser("ingest", help="validate, load and link a contributor's delivery")
+    ingest_cmd.add_argument("--dataset", required=True)
+    ingest_cmd.add_argument("--contributor", required=True)
+    ingest_cmd.add_argument("--file", required=True, action="append", metavar="KIND=PATH",
+                            help="roster=PATH or TABLE=PATH, .csv or .parquet (repeat for each file)")
+    ingest_cmd.add_argument("--sha256", action="append", default=[], metavar="KIND=HEX",
+                            help="the checksum the contributor declared for a file")
+    ingest_cmd.add_argument("--threshold", type=float, help="match probability for linkage (default: manifest)")
+    link_cmd = commands.add_parser("link", help="re-link at another threshold, or rotate the person key")
+    link_commands = link_cmd.add_subparsers(dest="link_command", required=True)
+    relink_cmd = link_commands.add_parser("run", help="link again at a threshold")
+    relink_cmd.add_argument("--dataset", required=True)
+    relink_cmd.add_argument("--threshold", type=float, required=True)
+    rekey_cmd = link_commands.add_parser("rekey", help="rotate the person key (every person key changes)")
+    rekey_cmd.add_argument("--dataset", required=True)
+    quality = commands.add_parser("quality", help="the linkage and data-quality report (stewards only)")
+    quality.add_argument("--dataset", required=True)
+    quality.add_argument("--html", help="also write the report as a page to this file")
+    quality.add_argument("--no-clerical", action="store_true", help="leave out the borderline pairs")
+    consent = commands.add_parser("consent", help="record, revoke or import consent")
+    consent_commands = consent.add_subparsers(dest="consent_command", required=True)
+    for action in ("give", "revoke"):
+        statement = consent_commands.add_parser(action)
+        statement.add_argument("--dataset", required=True)
+        statement.add_argument("--contributor", required=True)
+        statement.add_argument("--local-id", required=True)
+        statement.add_argument("--purpose", required=True)
+        if action == "give":
+            statement.add_argument("--given", type=date.fromisoformat, default=date.today())
+            statement.add_argument("--expires", type=date.fromisoformat)
+    consent_import = consent_commands.add_parser("import", help="a contributor's consent file (CSV or Parquet)")
+    consent_import.add_argument("--dataset", required=True)
+    consent_import.add_argument("--contributor", required=True)
+    consent_import.add_argument("path")
     demo = commands.add_parser("demo", help="the pipeline on the demo dataset, then the service with demo keys")
     demo.add_argument("--no-serve", action="store_true", help="stop after the scripted walkthrough")
     demo.add_argument("--port", type=int, default=8000)
@@ -332,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_audit(None, args)  # offline: nothing but the file and the public key
     enclave = Enclave(Settings())
     handlers = {"check": _cmd_check, "query": _cmd_query, "audit": _cmd_audit, "demo": _cmd_demo,
-                "keys": _cmd_keys, "grants": _cmd_grants}
+                "keys": _cmd_keys, "grants": _cmd_grants, "ingest": _cmd_ingest, "link": _cmd_link,
+                "quality": _cmd_quality, "consent": _cmd_consent}
     try:
         return handlers[args.command](enclave, args)
     except UnknownDataset as error:

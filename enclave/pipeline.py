@@ -16,8 +16,12 @@ happened after, so a failure can never be used to get a refund and try again for
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import shutil
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,15 +30,19 @@ from pathlib import Path
 from enclave.audit.records import sha256_text
 from enclave.audit.signing import Signer, public_pem
 from enclave.audit.store import AuditStore
-from enclave.budget.ledger import BudgetError, Remaining, grant, remaining, reserve
-from enclave.catalog.demo import ensure_demo
+from enclave.budget.ledger import BudgetError, Remaining, find_grant, grant, remaining, reserve, today
+from enclave.catalog import versions
+from enclave.catalog.demo import DEFAULT_SEED, demo_key, ensure_demo
 from enclave.catalog.manifest import Manifest, load_manifest
+from enclave.catalog.versions import DataVersion
 from enclave.check import CheckResult, Violation, check
+from enclave.consent import registry
 from enclave.disclosure import replay
 from enclave.disclosure.plan import PlanError, PrivacyPlan, plan_privacy
 from enclave.disclosure.protect import protect
 from enclave.disclosure.release import Release
 from enclave.execute.sandbox import EXECUTION_CODES, ExecutionError, RawResult, Sandbox
+from enclave.intake.identity import IdentityStore
 from enclave.policy import Rules, load_rules
 from enclave.rewrite import RewrittenQuery, rewrite, sampling_salt
 from enclave.settings import Settings
@@ -49,6 +57,7 @@ class UnknownDataset(LookupError):
 # code -> meaning, for refusals and failures of a query; README.md documents each (a test checks it).
 QUERY_CODES: dict[str, str] = {
     "check_failed": "The check refused the query; its violations are listed.",
+    "no_data": "The dataset has no data yet: no delivery has been onboarded.",
     "epsilon_out_of_range": "ε is not above 0 and at most the rules' maximum per query.",
     "unbounded_group_keys": "Grouping keys with neither a public key set nor a small bounded domain.",
     "no_grant": "The researcher has no grant on the dataset.",
@@ -86,7 +95,19 @@ class Prepared:
 
     result: CheckResult
     rewritten: RewrittenQuery | None
-    data_version: str | None
+    version: DataVersion | None
+
+    @property
+    def data_version(self) -> str | None:
+        return self.version.label if self.version else None
+
+
+@dataclass(frozen=True)
+class ConsentSnapshot:
+    """The persons a query may use, for datasets that require consent; its summary is audited."""
+
+    keys: tuple[str, ...]
+    summary: dict[str, object]
 
 
 def load_manifests(datasets_dir: Path, rules: Rules) -> dict[str, Manifest]:
@@ -135,8 +156,10 @@ class Enclave:
         if not public.exists() or public.read_bytes() != public_pem(signer.public):
             public.write_bytes(public_pem(signer.public))
         self.public_key_path = public
-        self._sandboxes: dict[str, tuple[Sandbox, str]] = {}
-        self._lock = threading.Lock()
+        self._sandboxes: dict[str, Sandbox] = {}
+        self._identities: dict[str, IdentityStore] = {}
+        self._snapshots: OrderedDict[tuple[str, str, str, dt.date], ConsentSnapshot] = OrderedDict()
+        self._lock = threading.RLock()
 
     def manifest(self, dataset: str) -> Manifest:
         try:
@@ -148,20 +171,85 @@ class Enclave:
         """Check only: no data touched, nothing spent."""
         return check(sql, self.rules, self.manifest(dataset))
 
-    def _sandbox(self, dataset: str) -> tuple[Sandbox, str]:
+    def version(self, dataset: str) -> DataVersion:
+        """The dataset's current data version (read afresh: a change takes effect at the next query)."""
+        self.manifest(dataset)
+        with self.audit.reading() as connection:
+            found = versions.current(connection, dataset)
+        if found is None and dataset == "demo":
+            found = self._adopt_demo()
+        if found is None:
+            raise QueryError("no_data", QUERY_CODES["no_data"])
+        return found
+
+    def _adopt_demo(self) -> DataVersion:
+        """The demo's first version: generate it (through the intake path) and record what made it."""
         with self._lock:
-            if dataset not in self._sandboxes:
+            data = ensure_demo(self.manifest("demo"), self.settings.data_dir, children=self.settings.demo_children)
+            with self.audit.transaction() as tx:
+                found = versions.current(tx.connection, "demo")
+                if found is None:
+                    found = versions.record(tx, "demo-steward", "demo", "demo generated", build=data.data_version,
+                                            database=data.database, rows=data.summary["rows"])  # type: ignore[arg-type]
+                    for delivery in data.summary["deliveries"]:  # type: ignore[union-attr]
+                        tx.append("data.delivered", "demo-steward", "allow", [], dataset="demo", **delivery,
+                                  linkage=data.summary["linkage"], data_version=found.label)
+            return found
+
+    def identity(self, dataset: str) -> IdentityStore:
+        """The dataset's identity store, `<data>/<dataset>/identity.duckdb` (opened on first use). Never handed
+        to a query path. The demo's starts as a copy of the generated one, which stays untouched."""
+        manifest = self.manifest(dataset)
+        with self._lock:
+            if dataset not in self._identities:
+                path = self.settings.data_dir / dataset / "identity.duckdb"
                 if dataset != "demo":
-                    raise UnknownDataset(dataset)  # registered datasets arrive with data onboarding
-                data = ensure_demo(self.manifest(dataset), self.settings.data_dir,
-                                   children=self.settings.demo_children)
+                    secret = self.settings.secret(f"identity-{dataset}")
+                else:  # demo only: its secret derives from the public seed, like its generated data
+                    secret = demo_key(DEFAULT_SEED, "identity")
+                    if not path.exists():
+                        generated = ensure_demo(manifest, self.settings.data_dir, children=self.settings.demo_children)
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(generated.identity, path)
+                self._identities[dataset] = IdentityStore(path, manifest, secret)
+            return self._identities[dataset]
+
+    def _sandbox(self, version: DataVersion) -> Sandbox:
+        with self._lock:
+            key = str(version.database)
+            if key not in self._sandboxes:
                 # a backstop only: plans bound every query's groups far below it (see disclosure.keys)
-                sandbox = Sandbox(data.database, self.rules.execution, 100 * self.rules.limits.max_output_groups)
-                self._sandboxes[dataset] = (sandbox, data.data_version)
-            return self._sandboxes[dataset]
+                self._sandboxes[key] = Sandbox(version.database, self.rules.execution,
+                                               100 * self.rules.limits.max_output_groups)
+            return self._sandboxes[key]
 
     def data_version(self, dataset: str) -> str:
-        return self._sandbox(dataset)[1]
+        version = self.version(dataset)
+        self._sandbox(version)
+        return version.label
+
+    def consent_snapshot(self, dataset: str, version: DataVersion, purpose: str) -> ConsentSnapshot | None:
+        """The persons with consent for `purpose` valid today, as of the version's consent sequence;
+        None where the dataset does not require consent."""
+        if not self.manifest(dataset).consent_required:
+            return None
+        on = today()
+        cache_key = (dataset, version.label, purpose, on)
+        with self._lock:
+            if cache_key in self._snapshots:
+                self._snapshots.move_to_end(cache_key)
+                return self._snapshots[cache_key]
+        with self.audit.reading() as connection:
+            statements = registry.latest(connection, dataset, purpose, version.consent_seq)
+        keys = tuple(self.identity(dataset).consented_keys(statements, on))
+        snapshot = ConsentSnapshot(keys, {
+            "purpose": purpose, "on": on.isoformat(), "consent_seq": version.consent_seq, "persons": len(keys),
+            "keys_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest()})
+        with self._lock:
+            self._snapshots[cache_key] = snapshot
+            while len(self._snapshots) > 16:
+                self._snapshots.popitem(last=False)
+        return snapshot
 
     def prepare(self, dataset: str, sql: str) -> Prepared:
         """Check, rewrite against the dataset's current data version, and have the engine bind it.
@@ -172,11 +260,13 @@ class Enclave:
         result = self.check(dataset, sql)
         if not result.accepted or result.query is None:
             return Prepared(result, None, None)
-        sandbox, version = self._sandbox(dataset)
-        salt = sampling_salt(self.settings.secret("sampling"), version)
-        rewritten = rewrite(result.query, self.manifest(dataset), salt)
+        version = self.version(dataset)
+        sandbox = self._sandbox(version)
+        salt = sampling_salt(self.settings.secret("sampling"), version.label)
+        manifest = self.manifest(dataset)
+        rewritten = rewrite(result.query, manifest, salt)
         try:
-            sandbox.bind(rewritten.sql)
+            sandbox.bind(rewritten.sql, () if manifest.consent_required else None)
         except ExecutionError:
             violation = Violation("type_mismatch", "The query does not type-check: a value is compared with, or "
                                   "passed to, something of another type.", remedy="cast to a common type")
@@ -187,9 +277,20 @@ class Enclave:
         """Cost and accuracy of a rewritten query at ε, before anything runs."""
         return plan_privacy(rewritten, self.manifest(dataset), self.rules, epsilon)
 
-    def execute_unprotected(self, dataset: str, rewritten: RewrittenQuery) -> RawResult:
-        """True aggregates of a rewritten query. Internal: the protection stage's input, never a release."""
-        return self._sandbox(dataset)[0].execute(rewritten.sql)
+    def execute_unprotected(self, dataset: str, rewritten: RewrittenQuery, consent: ConsentSnapshot | None = None,
+                            version: DataVersion | None = None) -> RawResult:
+        """True aggregates of a rewritten query on a version (default: the current one) with a consent
+        snapshot (required where the dataset requires consent). Internal: the protection stage's input,
+        never a release."""
+        if self.manifest(dataset).consent_required and consent is None:
+            raise ValueError(f"dataset {dataset} requires consent: a query needs a consent snapshot")
+        sandbox = self._sandbox(version or self.version(dataset))
+        return sandbox.execute(rewritten.sql, consent.keys if consent is not None else None)
+
+    def _purpose(self, researcher: str, dataset: str) -> str:
+        with self.audit.transaction() as tx:
+            found = find_grant(tx, researcher, dataset)
+        return found.purpose if found is not None else ""
 
     def ensure_demo_grant(self) -> None:
         """The demo researcher's grant on the demo dataset, created once (and recorded) on first use."""
@@ -213,21 +314,25 @@ class Enclave:
         """
         record: dict[str, object] = {"dataset": dataset, "rules_sha256": self.rules.sha256,
                                      "sql_submitted": sql, "sql_submitted_sha256": sha256_text(sql)}
-        with _stage(timings, "check+rewrite+bind"):
-            prepared = self.prepare(dataset, sql)
-        if prepared.rewritten is None or prepared.data_version is None:
+        try:
+            with _stage(timings, "check+rewrite+bind"):
+                prepared = self.prepare(dataset, sql)
+        except QueryError as error:
+            raise self._refuse(researcher, record, error) from None
+        if prepared.rewritten is None or prepared.version is None:
             raise self._refuse(researcher, record, QueryError(
                 "check_failed", "The query was refused by the check.", prepared.result.violations))
-        rewritten = prepared.rewritten
+        rewritten, version = prepared.rewritten, prepared.version
         try:
             with _stage(timings, "plan"):
                 plan = self.plan(dataset, rewritten, epsilon)
         except PlanError as error:
             raise self._refuse(researcher, record, QueryError(error.code, error.message)) from None
-        record.update(data_version=prepared.data_version, canonical_sql=rewritten.checked.canonical_sql,
-                      sql_executed_sha256=sha256_text(rewritten.sql), plan=plan_summary(plan))
-        key = replay.request_key(researcher, dataset, prepared.data_version, rewritten.checked.canonical_sql,
-                                 plan.epsilon)
+        consent = self.consent_snapshot(dataset, version, self._purpose(researcher, dataset))
+        record.update(data_version=version.label, canonical_sql=rewritten.checked.canonical_sql,
+                      sql_executed_sha256=sha256_text(rewritten.sql), plan=plan_summary(plan),
+                      **({"consent": consent.summary} if consent is not None else {}))
+        key = replay.request_key(researcher, dataset, version.label, rewritten.checked.canonical_sql, plan.epsilon)
         with _stage(timings, "reserve+audit"):
             reserved = self._reserve_or_replay(researcher, dataset, plan, key, record, adhoc)
         if isinstance(reserved, Release):
@@ -235,7 +340,7 @@ class Enclave:
         query_id, left = reserved
         try:
             with _stage(timings, "execute"):
-                raw = self.execute_unprotected(dataset, rewritten)
+                raw = self.execute_unprotected(dataset, rewritten, consent, version)
             with _stage(timings, "protect"):
                 columns, rows = protect(raw, rewritten, plan)
         except ExecutionError as error:
@@ -243,7 +348,7 @@ class Enclave:
         except Exception:  # never a partial release, never a trace: recorded, charge kept
             raise self._failed(researcher, dataset, query_id, key, QueryError(
                 "protection_failed", "The result could not be protected; nothing was released.")) from None
-        release = Release(query_id=query_id, dataset=dataset, data_version=prepared.data_version,
+        release = Release(query_id=query_id, dataset=dataset, data_version=version.label,
                           rules_sha256=self.rules.sha256, epsilon=plan.epsilon, delta=plan.delta, alpha=plan.alpha,
                           suppression_threshold=plan.suppression_threshold, columns=columns, rows=rows)
         payload = release.payload()
@@ -251,7 +356,7 @@ class Enclave:
         try:  # nothing is released unless its record is durably written first
             with _stage(timings, "record release"), self.audit.transaction() as tx:
                 released = tx.append("query.released", researcher, "allow", [], query_id=query_id, dataset=dataset,
-                                     data_version=prepared.data_version, groups=len(rows),
+                                     data_version=version.label, groups=len(rows),
                                      cells=sum(len(row) for row in rows), suppressed_cells=suppressed,
                                      payload_sha256=sha256_text(payload))
                 replay.complete(tx, key, payload, int(released["seq"]))
@@ -303,6 +408,9 @@ class Enclave:
 
     def close(self) -> None:
         with self._lock:
-            for sandbox, _ in self._sandboxes.values():
+            for sandbox in self._sandboxes.values():
                 sandbox.close()
             self._sandboxes.clear()
+            for store in self._identities.values():
+                store.close()
+            self._identities.clear()

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     mode: Literal["demo", "production"] = Field(default="demo", description="production refuses default secrets.")
     key_pepper: SecretStr | None = Field(default=None, description="Secret for hashing API keys (production).")
     max_body_bytes: int = Field(default=65_536, ge=1024, description="Largest request body accepted.")
+    max_upload_bytes: int = Field(default=512 * 2**20, ge=1024, description="Largest delivery or consent "
+                                  "file upload accepted (all files of one request together).")
     rate_limit: str = Field(default="120/minute", description="Requests per API key (limits notation).")
     redis_url: str | None = Field(default=None, description="Redis for rate limits across workers.")
 

@@ -39,8 +39,7 @@ def demo_data(manifest: Manifest, enclave_home: Path) -> DemoData:
 def fresh_enclave(tmp_path: Path, demo_data: DemoData) -> Enclave:
     """An enclave with its own log, budget and secrets; the demo database is shared, read-only."""
     (tmp_path / "data").mkdir()
-    for path in demo_data.database.parent.iterdir():
-        (tmp_path / "data" / path.name).symlink_to(path)
+    (tmp_path / "data" / demo_data.directory.name).symlink_to(demo_data.directory)
     instance = Enclave(Settings(home=tmp_path, demo_children=TEST_CHILDREN))
     yield instance
     instance.close()

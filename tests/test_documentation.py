@@ -9,13 +9,14 @@ from enclave.audit.records import EVENT_TYPES
 from enclave.check import CODES
 from enclave.cli import SCHEMAS, schema_text
 from enclave.execute.sandbox import EXECUTION_CODES
+from enclave.intake.delivery import DELIVERY_CODES
 from enclave.pipeline import QUERY_CODES
 from enclave.settings import PROJECT_ROOT, Settings
 
 README = (PROJECT_ROOT / "README.md").read_text()
 
 
-@pytest.mark.parametrize("code", sorted({**CODES, **EXECUTION_CODES, **QUERY_CODES, **API_CODES}))
+@pytest.mark.parametrize("code", sorted({**CODES, **EXECUTION_CODES, **QUERY_CODES, **API_CODES, **DELIVERY_CODES}))
 def test_every_error_code_is_documented(code):
     assert f"| `{code}` |" in README
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from enclave.api import errors
 from enclave.api.deps import EnclaveDep, RateLimiter
-from enclave.api.routes import auditor, researcher, steward, templates
+from enclave.api.routes import auditor, onboarding, researcher, steward, templates
 from enclave.api.schemas import ErrorOut, Health
 from enclave.pipeline import Enclave
 from enclave.settings import Settings
@@ -29,7 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.enclave = enclave
     app.state.limiter = RateLimiter(settings)
     errors.install(app)
-    app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes, upload_limit=settings.max_upload_bytes)
 
     @app.get("/healthz", operation_id="health-live", response_model=Health, tags=["health"])
     def healthz() -> Health:
@@ -41,6 +41,6 @@ def create_app(settings: Settings) -> FastAPI:
             connection.execute("SELECT 1").fetchone()
         return Health(status="ok")
 
-    for router in (researcher.router, steward.router, auditor.router, templates.router):
+    for router in (researcher.router, steward.router, onboarding.router, auditor.router, templates.router):
         app.include_router(router)
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import asdict
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from enclave.check.violations import Violation
+from enclave.intake.delivery import Problem
 
 # code -> meaning, for errors of the HTTP edge itself; README.md documents each.
 API_CODES: dict[str, str] = {
@@ -28,26 +30,40 @@ API_CODES: dict[str, str] = {
     "request_too_large": "The request body is larger than the service accepts (413).",
     "method_not_allowed": "The route does not take that HTTP method (405).",
     "rate_limited": "Too many requests with this key; try again shortly (429).",
+    "delivery_refused": "A delivery was refused; `problems` gives file, row, column and what is wrong (400). "
+    "Nothing was loaded.",
+    "consent_refused": "Consent statements were refused (a local ID not on the roster, impossible dates); "
+    "`problems` says which (400). Nothing was recorded.",
     "conflict": "The request conflicts with the resource's state, e.g. a decided template (409).",
     "internal_error": "An unexpected failure; nothing was released and no detail is given (500).",
 }
+
+# errors of routes that answer text (JSONL, PEM, HTML) are JSON envelopes all the same: declared as such
+_ENVELOPE = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+TEXT_ROUTE_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"description": "Error", "content": _ENVELOPE} for code in (400, 401, 403, 404, 409, 413, 422, 429, 500)}
 
 _STATUS_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                  413: "request_too_large", 422: "invalid_request", 429: "rate_limited", 409: "conflict"}
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, violations: Sequence[Violation] = ()) -> None:
+    def __init__(self, status: int, code: str, message: str, violations: Sequence[Violation] = (),
+                 problems: Sequence[Problem] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.violations = list(violations)
+        self.problems = problems
 
 
-def envelope(code: str, message: str, violations: Sequence[Violation] = ()) -> dict[str, object]:
-    return {"ok": False, "error": {"code": code, "message": message,
-                                   "violations": [v.to_dict() for v in violations]}}
+def envelope(code: str, message: str, violations: Sequence[Violation] = (),
+             problems: Sequence[Problem] | None = None) -> dict[str, object]:
+    error: dict[str, object] = {"code": code, "message": message, "violations": [v.to_dict() for v in violations]}
+    if problems is not None:
+        error["problems"] = [asdict(p) for p in problems]
+    return {"ok": False, "error": error}
 
 
 def install(app: FastAPI) -> None:
@@ -56,7 +72,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(request: Request, error: ApiError) -> JSONResponse:
         headers = {"Retry-After": "1"} if error.status == 429 else None
-        return JSONResponse(envelope(error.code, error.message, error.violations), error.status, headers=headers)
+        return JSONResponse(envelope(error.code, error.message, error.violations, error.problems), error.status,
+                            headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -91,19 +108,25 @@ def _methods(app: FastAPI, path: str) -> list[str]:
     return sorted(found)
 
 
-class BodyLimit:
-    """Request bodies over `limit` bytes are refused with the envelope (413), announced or streamed."""
+UPLOADS = re.compile(r"^/v1/datasets/[^/]+/(deliveries|consents|consents/import)$")  # bulk bodies
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+
+class BodyLimit:
+    """Request bodies over `limit` bytes (`upload_limit` for file uploads) are refused with the envelope
+    (413), announced or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.upload_limit if UPLOADS.match(scope["path"]) else self.limit
         announced = dict(scope["headers"]).get(b"content-length", b"")
-        if announced.isdigit() and int(announced) > self.limit:
+        if announced.isdigit() and int(announced) > limit:
             response = JSONResponse(envelope("request_too_large", API_CODES["request_too_large"]), 413)
             await response(scope, receive, send)
             return
@@ -113,7 +136,7 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
+            if received > limit:
                 raise HTTPException(status_code=413)  # answered by the handler above, in the envelope
             return message
 

@@ -15,10 +15,21 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ProblemOut(BaseModel):
+    """What is wrong with a delivered file, and where (never the value)."""
+
+    code: str
+    file: str
+    message: str
+    row: int | None = None
+    column: str | None = None
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str
     violations: list[Violation]
+    problems: list[ProblemOut] | None = None
 
 
 class ErrorOut(BaseModel):
@@ -161,3 +172,50 @@ class VerifyOut(BaseModel):
     records: int
     checkpoints: int
     problem: str | None = None
+
+
+class DeliveredFileOut(BaseModel):
+    kind: str
+    name: str
+    sha256: str
+    rows: int
+
+
+class LinkageOut(BaseModel):
+    threshold: float
+    records: int
+    persons: int
+    keys_kept: int
+    seconds: float
+
+
+class OnboardedOut(BaseModel):
+    data_version: str
+    files: list[DeliveredFileOut] = []
+    linkage: LinkageOut | None = None
+
+
+class LinkIn(_In):
+    threshold: float = Field(gt=0, lt=1, description="Match probability at or above which rows are one person.")
+
+
+class ConsentIn(_In):
+    contributor: str = Field(min_length=1, max_length=64)
+    local_id: str = Field(min_length=1, max_length=200)
+    purpose: str = Field(min_length=1, max_length=200)
+    given: date
+    expires: date | None = None
+
+
+class ConsentsIn(_In):
+    statements: list[ConsentIn] = Field(min_length=1, max_length=10_000)
+
+
+class RevokeConsentIn(_In):
+    contributor: str = Field(min_length=1, max_length=64)
+    local_id: str = Field(min_length=1, max_length=200)
+    purpose: str = Field(min_length=1, max_length=200)
+
+
+class VersionOut(BaseModel):
+    data_version: str

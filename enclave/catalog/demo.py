@@ -1,46 +1,61 @@
-"""The demo dataset: a seeded, deterministic generator for the Riverton collaborative.
+"""The demo dataset: seeded, deterministic raw deliveries for the Riverton collaborative, onboarded
+through the real intake path (validation, Splink linkage, person keys, analysis database build).
 
-Every random draw is a hash of (seed, stream, row identity) computed by DuckDB, so the output is the
-same on every machine and thread count for a given seed and size, and 10M+ rows take seconds. The
-person key is HMAC-SHA-256 of an internal surrogate under a key derived from the seed (demo only: real
-person keys come from record linkage with a key the enclave holds), so a key reveals nothing about the
-surrogate order.
+The truth is generated first: every random draw is a hash of (seed, stream, row identity) computed by
+DuckDB, so it is the same on every machine for a given seed and size. Each contributor then writes
+its roster the way rosters are written (enclave.catalog.rosters: typos, nicknames, swapped dates,
+missing gender, duplicates under two local IDs) and its records keyed by its own local IDs. Those files
+are delivered, linked and built like any contributor's, so the demo and the tests run on linked data.
 
 The shape is realistic on purpose: children move between schools and years, some appear at only one
 contributor, absences are skewed, and a small group (Native Hawaiian or Pacific Islander children) is
 concentrated in one school, so suppression and contribution bounds have something to do.
+
+Demo only: the identity secret and the person key derive from the seed, so every test home can share one
+generated demo; a real dataset's keys are the enclave's secrets.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
+import io
 import json
-import os
-import tempfile
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from enclave.catalog.manifest import Manifest
+from enclave.catalog.rosters import people, roster_file, rosters
+from enclave.intake.delivery import DeliveryFile
+from enclave.intake.identity import IdentityStore
+from enclave.intake.quality import against_truth
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DEFAULT_CHILDREN = 50_000
 DEFAULT_SEED = 20261121
+# which roster carries which person attributes (the after-school program records neither)
+ROSTER_ATTRIBUTES = {"school_district": ("race_ethnicity", "home_zip"), "clinic": ("race_ethnicity", "home_zip")}
 
 
 @dataclass(frozen=True)
 class DemoData:
-    """Where a generated demo database is, and the data version that identifies its contents."""
+    """A generated demo: its analysis database, identity store, data version and what made it."""
 
     database: Path
     data_version: str
+    directory: Path
+    summary: dict[str, object]
+
+    @property
+    def identity(self) -> Path:
+        return self.directory / "identity.duckdb"
 
 
-def _person_keys(seed: int, count: int) -> list[str]:
-    key = hashlib.sha256(f"enclave-demo-person-key:{seed}".encode()).digest()
-    return [hmac.new(key, str(i).encode(), hashlib.sha256).hexdigest()[:32] for i in range(count)]
+def demo_key(seed: int, purpose: str) -> bytes:
+    return hashlib.sha256(f"enclave-demo-{purpose}-key:{seed}".encode()).digest()
 
 
 def _keys_sql(manifest: Manifest, table: str, column: str) -> str:
@@ -151,51 +166,115 @@ WHERE in_clinic AND v < 1 + floor(-ln(1 - u('nvisits', i, 0)) * 2.5)::INTEGER
 ANALYSIS_TABLES = ("children", "enrollments", "assessments", "program_sessions", "clinic_visits")
 
 
-def generate(manifest: Manifest, target: Path, *, children: int = DEFAULT_CHILDREN,
+def _truth(manifest: Manifest, children: int, seed: int) -> duckdb.DuckDBPyConnection:
+    """The true children and their records, keyed by the child's index (never delivered as such)."""
+    con = duckdb.connect()
+    con.execute(_MACROS.format(seed=int(seed)))
+    script = _TABLES.format(
+        races=_keys_sql(manifest, "children", "race_ethnicity"),
+        zips=_keys_sql(manifest, "children", "home_zip"),
+        schools=_keys_sql(manifest, "enrollments", "school"),
+        programs=_keys_sql(manifest, "program_sessions", "program"),
+        visit_types=_keys_sql(manifest, "clinic_visits", "visit_type"),
+    )
+    statements = [s for s in script.split(";\n") if s.strip()]
+    truth_ids = [str(i) for i in range(children)]
+    con.execute(statements[0], [truth_ids, truth_ids])
+    for statement in statements[1:]:
+        con.execute(statement)
+    return con
+
+
+def contributor_deliveries(manifest: Manifest, children: int, seed: int) -> tuple[dict[str, list[DeliveryFile]],
+                                                                                 list[tuple[str, str, int]]]:
+    """Each contributor's files (its roster as CSV, its records as Parquet), and the truth of every roster
+    row: (contributor, local_id, the true child's index)."""
+    with _truth(manifest, children, seed) as con:
+        return _deliveries(manifest, con, seed)
+
+
+def _deliveries(manifest: Manifest, con: duckdb.DuckDBPyConnection, seed: int) -> tuple[dict, list]:
+    members: dict[str, set[int]] = {}
+    for name, table in manifest.tables.items():
+        if name != "children":
+            found = {int(p) for (p,) in con.execute(f"SELECT DISTINCT person_id FROM {name}").fetchall()}  # noqa: S608
+            members.setdefault(table.contributor, set()).update(found)
+    births = con.execute("SELECT person_id::INTEGER, birth_year, gender FROM children ORDER BY 1").fetchall()
+    attributes = {int(p): (r, z) for p, r, z in con.execute(
+        "SELECT person_id, race_ethnicity, home_zip FROM children").fetchall()}
+    rows = rosters(seed, people(seed, births), members)
+    files: dict[str, list[DeliveryFile]] = {}
+    for contributor in members:
+        mine = [r for r in rows if r.contributor == contributor]
+        extra = {name: [attributes[r.person][k] for r in mine]
+                 for k, name in enumerate(ROSTER_ATTRIBUTES.get(contributor, ()))}
+        files[contributor] = [roster_file(contributor, rows, extra)]
+    primary: dict[tuple[str, int], str] = {}
+    for r in rows:
+        primary.setdefault((r.contributor, r.person), r.local_id)
+    con.execute("CREATE TEMP TABLE local_ids AS SELECT unnest(?) AS contributor, unnest(?) AS person, "
+                "unnest(?) AS local_id",
+                [[c for c, _ in primary], [str(p) for _, p in primary], list(primary.values())])
+    for name, table in manifest.tables.items():
+        if name == "children":
+            continue
+        columns = ", ".join(f'CAST(t."{c}" AS {spec.type}) AS "{c}"' for c, spec in table.columns.items()
+                            if c != manifest.privacy_unit)
+        arrow = con.sql(f"""SELECT m.local_id, {columns} FROM {name} t JOIN local_ids m
+            ON m.person = t.person_id AND m.contributor = ? ORDER BY m.local_id""",  # noqa: S608
+                        params=[table.contributor]).to_arrow_table()
+        buffer = io.BytesIO()
+        pq.write_table(arrow, buffer)
+        files[table.contributor].append(DeliveryFile(name, f"{table.contributor}-{name}.parquet", buffer.getvalue()))
+    truth = [(r.contributor, r.local_id, r.person) for r in rows]
+    return files, truth
+
+
+def generate(manifest: Manifest, directory: Path, *, children: int = DEFAULT_CHILDREN,
              seed: int = DEFAULT_SEED) -> DemoData:
-    """Write the demo database to `target` (atomically) and return it with its data version."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, scratch = tempfile.mkstemp(dir=target.parent, suffix=".duckdb.partial")
-    os.close(handle)
-    os.unlink(scratch)
-    keys = _person_keys(seed, children)
-    with duckdb.connect(scratch) as con:
-        con.execute(_MACROS.format(seed=int(seed)))
-        script = _TABLES.format(
-            races=_keys_sql(manifest, "children", "race_ethnicity"),
-            zips=_keys_sql(manifest, "children", "home_zip"),
-            schools=_keys_sql(manifest, "enrollments", "school"),
-            programs=_keys_sql(manifest, "program_sessions", "program"),
-            visit_types=_keys_sql(manifest, "clinic_visits", "visit_type"),
-        )
-        statements = [s for s in script.split(";\n") if s.strip()]
-        con.execute(statements[0], [keys, keys])
-        for statement in statements[1:]:
-            con.execute(statement)
-        for table_name, table in manifest.tables.items():  # the manifest's types are the contract
-            for column, spec in table.columns.items():
-                con.execute(f'ALTER TABLE {table_name} ALTER COLUMN "{column}" TYPE {spec.type}')
-        con.execute("DROP MACRO u; DROP MACRO pick")
-        counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ANALYSIS_TABLES}  # noqa: S608
-        con.execute("CHECKPOINT")
-    data_version = hashlib.sha256(
-        json.dumps({"generator": GENERATOR_VERSION, "seed": seed, "children": children, "rows": counts},
-                   sort_keys=True).encode()
-    ).hexdigest()[:16]
-    os.replace(scratch, target)
-    _meta_path(target).write_text(json.dumps({"data_version": data_version, "rows": counts}, indent=2))
-    return DemoData(target, data_version)
+    """Generate the deliveries, onboard them into `directory` (atomically), and return the result."""
+    scratch = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    files, truth = contributor_deliveries(manifest, children, seed)
+    for contributor, delivered in files.items():  # as a contributor would send them (try `enclave ingest`)
+        (scratch / "deliveries" / contributor).mkdir(parents=True)
+        for file in delivered:
+            (scratch / "deliveries" / contributor / file.name).write_bytes(file.content)
+    store = IdentityStore(scratch / "identity.duckdb", manifest, demo_key(seed, "identity"))
+    try:
+        with store.transaction() as cursor:
+            receipts = [store.load(cursor, contributor, delivered) for contributor, delivered in files.items()]
+            linked = store.link(cursor)
+            store.set_person_keys(cursor, demo_key(seed, "person"))
+            counts = store.build_analysis(cursor, scratch / "analysis.duckdb")
+        quality = against_truth(store, truth)
+    finally:
+        store.close()
+    summary = {
+        "generator": GENERATOR_VERSION, "seed": seed, "children": children, "rows": counts,
+        "deliveries": [{"contributor": r.contributor, "files": [f.__dict__ for f in r.files]} for r in receipts],
+        "linkage": {"threshold": linked.threshold, "records": linked.records, "persons": linked.persons,
+                    "seconds": round(linked.seconds, 1), **quality},
+    }
+    stable = {k: v for k, v in summary.items() if k != "linkage"} | {"linkage": {
+        k: v for k, v in summary["linkage"].items() if k != "seconds"}}
+    data_version = hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
+    (scratch / "meta.json").write_text(json.dumps({"data_version": data_version, **summary}, indent=2))
+    shutil.rmtree(directory, ignore_errors=True)
+    scratch.replace(directory)
+    return _loaded(directory)
 
 
-def _meta_path(database: Path) -> Path:
-    return database.with_suffix(".meta.json")
+def _loaded(directory: Path) -> DemoData:
+    meta = json.loads((directory / "meta.json").read_text())
+    version = meta.pop("data_version")
+    return DemoData(directory / "analysis.duckdb", version, directory, meta)
 
 
 def ensure_demo(manifest: Manifest, directory: Path, *, children: int = DEFAULT_CHILDREN,
                 seed: int = DEFAULT_SEED) -> DemoData:
-    """The demo database for this size and seed, generated on first use."""
-    target = directory / f"demo-{children}-{seed}-v{GENERATOR_VERSION}.duckdb"
-    meta = _meta_path(target)
-    if target.exists() and meta.exists():
-        return DemoData(target, json.loads(meta.read_text())["data_version"])
+    """The demo for this size and seed, generated on first use."""
+    target = directory / f"demo-{children}-{seed}-v{GENERATOR_VERSION}"
+    if (target / "meta.json").exists():
+        return _loaded(target)
     return generate(manifest, target, children=children, seed=seed)

@@ -18,6 +18,7 @@ import pytest
 
 from enclave.access.keys import ROLES
 from enclave.budget.ledger import grant
+from enclave.catalog.demo import ensure_demo
 from enclave.templates import workflow
 from enclave.templates.model import TemplateSpec
 from tests.api.conftest import PRINCIPALS, SQL, Service, assert_envelope
@@ -68,7 +69,45 @@ class World:
         return self.service.issue("sacrificial", {"researcher"}).split("_")[1]
 
 
-Prepared = tuple[dict[str, str], Any]  # path values, JSON body (None: no body)
+@dataclass(frozen=True)
+class Multipart:
+    """A form body with files (deliveries and consent imports), sent as multipart/form-data."""
+
+    data: dict[str, Any]
+    files: list[tuple[str, tuple[str, bytes]]]
+
+
+Prepared = tuple[dict[str, str], Any]  # path values, JSON body (None: no body) or a Multipart
+
+
+def _demo_file(world: World, name: str) -> bytes:
+    demo = ensure_demo(world.service.enclave.manifest("demo"), world.service.settings.data_dir,
+                       children=world.service.settings.demo_children)
+    return (demo.directory / "deliveries" / "clinic" / name).read_bytes()
+
+
+def _delivery(world: World, caller: str) -> Prepared:
+    return {"dataset": "demo"}, Multipart({"contributor": "clinic", "kinds": ["roster", "clinic_visits"]}, [
+        ("files", ("roster.csv", _demo_file(world, "clinic-roster.csv"))),
+        ("files", ("visits.parquet", _demo_file(world, "clinic-clinic_visits.parquet")))])
+
+
+def _a_clinic_child(world: World) -> str:
+    return _demo_file(world, "clinic-roster.csv").decode().splitlines()[1].split(",")[0]
+
+
+def _consent(world: World, caller: str) -> Prepared:
+    return {"dataset": "demo"}, {"statements": [{"contributor": "clinic", "local_id": _a_clinic_child(world),
+                                                 "purpose": "role matrix", "given": "2024-01-01"}]}
+
+
+def _revocation(world: World, caller: str) -> Prepared:
+    return {"dataset": "demo"}, {"contributor": "clinic", "local_id": _a_clinic_child(world), "purpose": "role matrix"}
+
+
+def _consent_file(world: World, caller: str) -> Prepared:
+    content = f"local_id,purpose,given\n{_a_clinic_child(world)},role matrix,2024-01-01\n".encode()
+    return {"dataset": "demo"}, Multipart({"contributor": "clinic"}, [("file", ("consent.csv", content))])
 
 
 @dataclass(frozen=True)
@@ -105,6 +144,14 @@ CALLS: dict[tuple[str, str], Call] = {
                                                          "delta_cap": 0.0})),
     ("POST", "/v1/grants/{researcher}/{dataset}/revoke"): Call(200, lambda w, c: (
         {"researcher": "dave", "dataset": "demo"}, {"reason": "role matrix"})),
+    ("POST", "/v1/datasets/{dataset}/deliveries"): Call(201, _delivery),
+    ("POST", "/v1/datasets/{dataset}/linkage"): Call(200, lambda w, c: ({"dataset": "demo"}, {"threshold": 0.5})),
+    ("POST", "/v1/datasets/{dataset}/rekey"): Call(200, lambda w, c: ({"dataset": "demo"}, None)),
+    ("GET", "/v1/datasets/{dataset}/quality"): Call(200, lambda w, c: ({"dataset": "demo"}, None)),
+    ("GET", "/v1/datasets/{dataset}/quality.html"): Call(200, lambda w, c: ({"dataset": "demo"}, None)),
+    ("POST", "/v1/datasets/{dataset}/consents"): Call(201, _consent),
+    ("POST", "/v1/datasets/{dataset}/consents/revoke"): Call(200, _revocation),
+    ("POST", "/v1/datasets/{dataset}/consents/import"): Call(201, _consent_file),
     ("GET", "/v1/audit/events"): Call(200, _none),
     ("GET", "/v1/audit/export"): Call(200, _none),
     ("GET", "/v1/audit/verify"): Call(200, _none),
@@ -217,7 +264,11 @@ def test_route_as_caller(service: Service, world: World, routes, method: str, pa
     values, body = CALLS[(method, path)].prepare(world, caller)
     headers = UNAUTHENTICATED[caller](service) if caller in UNAUTHENTICATED else {
         "Authorization": f"Bearer {service.keys[caller]}"}
-    response = httpx.request(method, service.base_url + fill(path, values), headers=headers, json=body, timeout=60)
+    url = service.base_url + fill(path, values)
+    if isinstance(body, Multipart):
+        response = httpx.request(method, url, headers=headers, data=body.data, files=body.files, timeout=120)
+    else:
+        response = httpx.request(method, url, headers=headers, json=body, timeout=120)
     assert response.status_code == expected, (caller, response.text)
     if expected == 401:
         assert_envelope(response, 401, "unauthenticated")
@@ -226,6 +277,9 @@ def test_route_as_caller(service: Service, world: World, routes, method: str, pa
         assert error["violations"] == []
     elif path == "/v1/audit/public-key":
         assert response.text.startswith("-----BEGIN PUBLIC KEY-----")
+    elif path.endswith("/quality.html"):
+        assert response.headers["content-type"].startswith("text/html")
+        assert "clerical review" in response.text
     elif path == "/v1/audit/export":
         assert all(json.loads(line)["kind"] in {"event", "checkpoint"} for line in response.text.splitlines())
     else:

@@ -9,15 +9,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from enclave.api.deps import Auditor, EnclaveDep
+from enclave.api.errors import TEXT_ROUTE_ERRORS
 from enclave.api.schemas import EventsOut, VerifyOut
 from enclave.audit.signing import load_public_key
 from enclave.audit.verify import verify_lines
 
 router = APIRouter(prefix="/v1/audit", tags=["auditor"])
-# errors of the text routes are JSON envelopes all the same: declared as such, and only as such
-_ENVELOPE = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
-_ERRORS = {code: {"description": "Error", "content": _ENVELOPE}
-           for code in (400, 401, 403, 404, 409, 413, 422, 429, 500)}
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -49,7 +46,7 @@ def list_events(enclave: EnclaveDep, principal: Auditor, actor: str | None = Non
 
 
 @router.get("/export", operation_id="auditor-export-log", response_class=PlainTextResponse,
-            responses={200: {"content": {"application/x-ndjson": {}}}, **_ERRORS})
+            responses={200: {"content": {"application/x-ndjson": {}}}, **TEXT_ROUTE_ERRORS})
 def export_log(enclave: EnclaveDep, principal: Auditor, start: int = Query(1, ge=1, le=2**62),
                end: int | None = Query(None, ge=1, le=2**62)) -> PlainTextResponse:
     """JSONL, the format `enclave audit verify` checks offline; ends with a signed checkpoint."""
@@ -72,6 +69,6 @@ def list_checkpoints(enclave: EnclaveDep, principal: Auditor) -> list[dict[str, 
 
 
 @router.get("/public-key", operation_id="auditor-get-public-key", response_class=PlainTextResponse,
-            responses={200: {"content": {"application/x-pem-file": {}}}, **_ERRORS})
+            responses={200: {"content": {"application/x-pem-file": {}}}, **TEXT_ROUTE_ERRORS})
 def public_key(enclave: EnclaveDep, principal: Auditor) -> PlainTextResponse:
     return PlainTextResponse(enclave.public_key_path.read_text(), media_type="application/x-pem-file")

@@ -65,7 +65,10 @@ def get_rules(enclave: EnclaveDep, principal: Researcher) -> RulesOut:
 def check_query(body: QueryIn, enclave: EnclaveDep, principal: Researcher) -> CheckOut:
     """Check a query and show its cost and accuracy. Spends nothing, runs nothing."""
     _manifest(enclave, body.dataset)
-    prepared = enclave.prepare(body.dataset, body.sql)
+    try:
+        prepared = enclave.prepare(body.dataset, body.sql)
+    except QueryError as error:
+        raise ApiError(400, error.code, error.message) from None
     out = CheckOut(accepted=prepared.rewritten is not None, violations=list(prepared.result.violations))
     if prepared.rewritten is None:
         return out
