@@ -58,7 +58,7 @@ def fingerprint(key: bytes) -> str:
 def _build(store: IdentityStore, cursor: duckdb.DuckDBPyConnection) -> tuple[str, Path, dict[str, int]]:
     build = secrets.token_hex(8)
     database = store.path.parent / "analysis" / f"{build}.duckdb"
-    return build, database, store.build_analysis(cursor, database)
+    return build, database, store.build_analysis(cursor, database, build)
 
 
 def _linkage(linked: Linked) -> dict[str, object]:

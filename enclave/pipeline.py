@@ -42,7 +42,7 @@ from enclave.disclosure.plan import PlanError, PrivacyPlan, plan_privacy
 from enclave.disclosure.protect import protect
 from enclave.disclosure.release import Release
 from enclave.execute.sandbox import EXECUTION_CODES, ExecutionError, RawResult, Sandbox
-from enclave.intake.identity import IdentityStore
+from enclave.intake.identity import IdentityStore, StaleBuild
 from enclave.policy import Rules, load_rules
 from enclave.rewrite import RewrittenQuery, rewrite, sampling_salt
 from enclave.settings import Settings
@@ -58,6 +58,8 @@ class UnknownDataset(LookupError):
 QUERY_CODES: dict[str, str] = {
     "check_failed": "The check refused the query; its violations are listed.",
     "no_data": "The dataset has no data yet: no delivery has been onboarded.",
+    "data_changed": "The dataset changed (a delivery, re-link or re-key) while the query was prepared; nothing "
+    "ran and nothing was spent: send it again.",
     "epsilon_out_of_range": "ε is not above 0 and at most the rules' maximum per query.",
     "unbounded_group_keys": "Grouping keys with neither a public key set nor a small bounded domain.",
     "no_grant": "The researcher has no grant on the dataset.",
@@ -241,7 +243,10 @@ class Enclave:
                 return self._snapshots[cache_key]
         with self.audit.reading() as connection:
             statements = registry.latest(connection, dataset, purpose, version.consent_seq)
-        keys = tuple(self.identity(dataset).consented_keys(statements, on))
+        try:
+            keys = tuple(self.identity(dataset).consented_keys(statements, on, version.build))
+        except StaleBuild:
+            raise QueryError("data_changed", QUERY_CODES["data_changed"]) from None
         snapshot = ConsentSnapshot(keys, {
             "purpose": purpose, "on": on.isoformat(), "consent_seq": version.consent_seq, "persons": len(keys),
             "keys_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest()})
@@ -328,7 +333,12 @@ class Enclave:
                 plan = self.plan(dataset, rewritten, epsilon)
         except PlanError as error:
             raise self._refuse(researcher, record, QueryError(error.code, error.message)) from None
-        consent = self.consent_snapshot(dataset, version, self._purpose(researcher, dataset))
+        consent = None
+        if self.manifest(dataset).consent_required:
+            try:
+                consent = self.consent_snapshot(dataset, version, self._purpose(researcher, dataset))
+            except QueryError as error:
+                raise self._refuse(researcher, record, error) from None
         record.update(data_version=version.label, canonical_sql=rewritten.checked.canonical_sql,
                       sql_executed_sha256=sha256_text(rewritten.sql), plan=plan_summary(plan),
                       **({"consent": consent.summary} if consent is not None else {}))

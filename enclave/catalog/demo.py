@@ -246,7 +246,7 @@ def generate(manifest: Manifest, directory: Path, *, children: int = DEFAULT_CHI
             receipts = [store.load(cursor, contributor, delivered) for contributor, delivered in files.items()]
             linked = store.link(cursor)
             store.set_person_keys(cursor, demo_key(seed, "person"))
-            counts = store.build_analysis(cursor, scratch / "analysis.duckdb")
+            counts = store.build_analysis(cursor, scratch / "analysis.duckdb", "pending")
         quality = against_truth(store, truth)
     finally:
         store.close()
@@ -259,6 +259,12 @@ def generate(manifest: Manifest, directory: Path, *, children: int = DEFAULT_CHI
     stable = {k: v for k, v in summary.items() if k != "linkage"} | {"linkage": {
         k: v for k, v in summary["linkage"].items() if k != "seconds"}}
     data_version = hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
+    store = IdentityStore(scratch / "identity.duckdb", manifest, demo_key(seed, "identity"))
+    try:  # the build is named by its content, known only now
+        with store.transaction() as cursor:
+            cursor.execute("UPDATE state SET value = ? WHERE name = 'build'", [data_version])
+    finally:
+        store.close()
     (scratch / "meta.json").write_text(json.dumps({"data_version": data_version, **summary}, indent=2))
     shutil.rmtree(directory, ignore_errors=True)
     scratch.replace(directory)

@@ -55,6 +55,10 @@ def person_key(key: bytes, surrogate: str) -> str:
     return hmac.new(key, surrogate.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+class StaleBuild(RuntimeError):
+    """The identity store holds another analysis build's person keys than the one asked about."""
+
+
 @dataclass(frozen=True)
 class DeliveredFile:
     kind: str
@@ -281,16 +285,21 @@ class IdentityStore:
             FROM (SELECT unnest(?) AS surrogate, unnest(?) AS person_key) k WHERE persons.surrogate = k.surrogate""",
                        [surrogates, [person_key(key, s) for s in surrogates]])
 
-    def consented_keys(self, statements: list[tuple], on: dt.date) -> list[str]:
+    def consented_keys(self, statements: list[tuple], on: dt.date, build: str) -> list[str]:
         """Person keys whose latest consent statement (subject, id, action, given, expires) holds on `on`.
 
-        A person's statements are those of every roster entry linked to them; the latest decides.
+        A person's statements are those of every roster entry linked to them; the latest decides. The
+        keys are those of analysis build `build`: if the store has moved on to another (a re-link or
+        re-key committed meanwhile), StaleBuild, rather than keys that the build does not hold.
         """
-        if not statements:
-            return []
         with self.lock:
             cursor = self.con.cursor()
             try:
+                current = cursor.execute("SELECT value FROM state WHERE name = 'build'").fetchall()
+                if current != [(build,)]:
+                    raise StaleBuild(build)
+                if not statements:
+                    return []
                 cursor.execute("""CREATE TEMP TABLE statements AS SELECT unnest(?) AS subject, unnest(?) AS id,
                     unnest(?) AS action, unnest(?)::DATE AS given, unnest(?)::DATE AS expires""",
                                [list(c) for c in zip(*statements, strict=True)])
@@ -311,8 +320,8 @@ class IdentityStore:
                                     "(SELECT unnest(?))", [contributor, local_ids]).fetchall()
         return dict(rows)
 
-    def build_analysis(self, cursor: duckdb.DuckDBPyConnection, target: Path) -> dict[str, int]:
-        """Write the analysis database (person keys and non-identifying columns only) to `target`,
+    def build_analysis(self, cursor: duckdb.DuckDBPyConnection, target: Path, build: str) -> dict[str, int]:
+        """Write the analysis database `build` (person keys and non-identifying columns only) to `target`,
         atomically; return its row counts. Direct identifiers, local IDs and surrogates stay here.
 
         Tables go across as Arrow into a connection of their own: one DuckDB transaction writes one file.
@@ -342,6 +351,7 @@ class IdentityStore:
                 counts[name] = len(rows)
             out.execute("CHECKPOINT")
         cursor.execute("DROP TABLE members")
+        cursor.execute("INSERT OR REPLACE INTO state VALUES ('build', ?)", [build])
         partial.replace(target)
         return counts
 

@@ -15,7 +15,8 @@ import pytest
 
 from enclave.budget.ledger import grant, today
 from enclave.intake.delivery import DeliveryFile, DeliveryRefused
-from enclave.onboarding import ConsentChange, ConsentRefused, import_consents, record_consent
+from enclave.onboarding import ConsentChange, ConsentRefused, import_consents, record_consent, rekey
+from enclave.pipeline import QueryError
 from tests.intake.conftest import DATASET
 
 COUNT = "SELECT COUNT(DISTINCT person_id) AS n FROM children"
@@ -151,3 +152,13 @@ def test_a_contributors_consent_file_is_imported_whole_or_not_at_all(onboarded, 
                         DeliveryFile("consent", "consent.csv", "\n".join(bad).encode()))
     assert [(p.code, p.row, p.column) for p in refused.value.problems] == [("value_not_allowed", 4, "action")]
     assert onboarded.version(DATASET) == version
+
+
+def test_a_snapshot_is_never_taken_from_another_build_than_the_query_runs_on(onboarded):
+    before = onboarded.version(DATASET)
+    assert onboarded.consent_snapshot(DATASET, before, "research") is not None
+    rekey(onboarded, "steward", DATASET)  # a new build, committed while a query of `before` is in flight
+    with pytest.raises(QueryError) as stale:
+        onboarded.consent_snapshot(DATASET, before, "elsewhere")
+    assert stale.value.code == "data_changed"
+    assert onboarded.consent_snapshot(DATASET, onboarded.version(DATASET), "elsewhere") is not None
