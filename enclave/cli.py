@@ -283,7 +283,7 @@ def _files(specs: list[str], sums: list[str]) -> list[DeliveryFile]:
 def _print_problems(error: DeliveryRefused | ConsentRefused) -> int:
     problems = error.problems
     total = getattr(error, "total", len(problems))
-    print(f"refused: {total} problem(s); nothing was loaded", file=sys.stderr)
+    print(f"refused: {total} problem(s); nothing was changed", file=sys.stderr)
     for p in problems:
         print(f"  {p.code}: {p.file}: {p.message}", file=sys.stderr)
     return 1

@@ -17,7 +17,6 @@ import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 
@@ -55,10 +54,22 @@ def fingerprint(key: bytes) -> str:
     return hashlib.sha256(b"enclave-key-fingerprint\x1f" + key).hexdigest()[:16]
 
 
-def _build(store: IdentityStore, cursor: duckdb.DuckDBPyConnection) -> tuple[str, Path, dict[str, int]]:
+def _publish(enclave: Enclave, store: IdentityStore, cursor: duckdb.DuckDBPyConnection, steward: str, dataset: str,
+             reason: str, event: str, **fields: object) -> DataVersion:
+    """Build the analysis database from the change in `cursor`'s transaction, then record the event and the
+    new data version (one audit transaction). The caller's transaction commits after; if anything fails
+    first, the new database is removed and nothing refers to it."""
     build = secrets.token_hex(8)
     database = store.path.parent / "analysis" / f"{build}.duckdb"
-    return build, database, store.build_analysis(cursor, database, build)
+    try:
+        rows = store.build_analysis(cursor, database, build)
+        with enclave.audit.transaction() as tx:
+            version = versions.record(tx, steward, dataset, reason, build=build, database=database, rows=rows)
+            tx.append(event, steward, "allow", [], dataset=dataset, **fields, data_version=version.label)
+    except BaseException:
+        database.unlink(missing_ok=True)
+        raise
+    return version
 
 
 def _linkage(linked: Linked) -> dict[str, object]:
@@ -75,13 +86,9 @@ def ingest(enclave: Enclave, steward: str, dataset: str, contributor: str, files
             receipt = store.load(cursor, contributor, files)
             linked = store.link(cursor, threshold)
             store.set_person_keys(cursor, _person_key(enclave, dataset, _key_version(cursor)))
-            build, database, rows = _build(store, cursor)
-            with enclave.audit.transaction() as tx:
-                version = versions.record(tx, steward, dataset, f"delivery from {contributor}", build=build,
-                                          database=database, rows=rows)
-                tx.append("data.delivered", steward, "allow", [], dataset=dataset, contributor=contributor,
-                          files=[f.__dict__ for f in receipt.files], linkage=_linkage(linked),
-                          data_version=version.label)
+            version = _publish(enclave, store, cursor, steward, dataset, f"delivery from {contributor}",
+                               "data.delivered", contributor=contributor, files=[f.__dict__ for f in receipt.files],
+                               linkage=_linkage(linked))
     except DeliveryRefused as refused:
         with enclave.audit.transaction() as tx:
             tx.append("data.refused", steward, "deny", [f"{p.code}: {p.message}" for p in refused.problems[:10]],
@@ -97,12 +104,8 @@ def relink(enclave: Enclave, steward: str, dataset: str, threshold: float) -> On
     with store.transaction() as cursor:
         linked = store.link(cursor, threshold)
         store.set_person_keys(cursor, _person_key(enclave, dataset, _key_version(cursor)))
-        build, database, rows = _build(store, cursor)
-        with enclave.audit.transaction() as tx:
-            version = versions.record(tx, steward, dataset, f"linked at threshold {threshold}", build=build,
-                                      database=database, rows=rows)
-            tx.append("data.linked", steward, "allow", [], dataset=dataset, linkage=_linkage(linked),
-                      data_version=version.label)
+        version = _publish(enclave, store, cursor, steward, dataset, f"linked at threshold {threshold}", "data.linked",
+                           linkage=_linkage(linked))
     return Onboarded(version, linked)
 
 
@@ -114,12 +117,8 @@ def rekey(enclave: Enclave, steward: str, dataset: str) -> Onboarded:
         key = _person_key(enclave, dataset, number)
         cursor.execute("INSERT OR REPLACE INTO state VALUES ('key_version', ?)", [str(number)])
         store.set_person_keys(cursor, key)
-        build, database, rows = _build(store, cursor)
-        with enclave.audit.transaction() as tx:
-            version = versions.record(tx, steward, dataset, f"person key {number}", build=build, database=database,
-                                      rows=rows)
-            tx.append("data.rekeyed", steward, "allow", [], dataset=dataset, key_version=number,
-                      key_fingerprint=fingerprint(key), data_version=version.label)
+        version = _publish(enclave, store, cursor, steward, dataset, f"person key {number}", "data.rekeyed",
+                           key_version=number, key_fingerprint=fingerprint(key))
     return Onboarded(version)
 
 

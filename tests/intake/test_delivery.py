@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from enclave.catalog import versions
 from enclave.intake.delivery import DeliveryFile, DeliveryRefused
 from enclave.onboarding import ingest
 from tests.intake.conftest import DATASET, consented_home, identity_state, open_enclave
@@ -238,3 +239,16 @@ def test_a_new_roster_replaces_the_old_and_must_still_cover_the_stored_records(e
     assert identity_state(empty) == with_records
     done = ingest(empty, "steward", DATASET, CONTRIBUTOR, [files["roster"]])  # the same roster again: fine
     assert done.version.label.startswith("v2-")
+
+
+def test_a_delivery_that_cannot_be_recorded_is_not_loaded_either(primed, deliveries, monkeypatch):
+    """The audit log records the new version before the identity store commits: when it cannot, the
+    load, the linkage and the built analysis database are all undone."""
+    before = identity_state(primed)
+
+    def unavailable(*args, **kwargs):
+        raise OSError("the audit log is unavailable")
+    monkeypatch.setattr(versions, "record", unavailable)
+    with pytest.raises(OSError):
+        ingest(primed, "steward", DATASET, CONTRIBUTOR, list(files_of(deliveries).values()))
+    assert identity_state(primed) == before
