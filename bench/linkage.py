@@ -29,17 +29,8 @@ from enclave.catalog.demo import demo_key
 from enclave.catalog.manifest import load_manifest
 from enclave.catalog.rosters import MEMBERSHIP, roster_file, synthetic
 from enclave.intake.identity import IdentityStore
-from enclave.intake.quality import against_truth
+from enclave.intake.quality import against_truth, pairwise
 from enclave.settings import PROJECT_ROOT
-
-PAIRS = """
-    SELECT count(*) AS linked, count(*) FILTER (WHERE a.person = b.person) AS right_pairs
-    FROM {clusters} a JOIN {clusters} b ON a.cluster = b.cluster AND a.record < b.record"""
-
-
-def _quality(con: duckdb.DuckDBPyConnection, clusters: str, true_pairs: int) -> dict[str, float]:
-    linked, right = con.execute(PAIRS.format(clusters=clusters)).fetchall()[0]
-    return {"precision": round(right / max(linked, 1), 4), "recall": round(right / max(true_pairs, 1), 4)}
 
 
 def measure(children: int, thresholds: list[float]) -> dict[str, object]:
@@ -74,13 +65,13 @@ def measure(children: int, thresholds: list[float]) -> dict[str, object]:
                 "nodes", "edges", db_api, "record", "record_l", "record_r", threshold_match_probability=threshold)
             con.execute(f"""CREATE OR REPLACE TABLE swept AS SELECT n.record, n.person, c.cluster_id AS cluster
                             FROM {clustered.physical_name} c JOIN nodes n USING (record)""")
-            sweep[str(threshold)] = _quality(con, "swept", found["true_pairs"])
+            sweep[str(threshold)] = pairwise(con, "swept")
         started = time.perf_counter()
         con.execute("""CREATE TABLE exact AS SELECT t.contributor || chr(31) || t.local_id AS record, t.person,
                        dense_rank() OVER (ORDER BY upper(r.first_name), upper(r.last_name), r.birth_date) AS cluster
                        FROM truth t JOIN roster r USING (contributor, local_id)""")
         exact_seconds = time.perf_counter() - started
-        exact = _quality(con, "exact", found["true_pairs"])
+        exact = pairwise(con, "exact")
         con.close()
         store.close()
     return {"children": children, "records": linked.records, "persons": linked.persons,

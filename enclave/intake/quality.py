@@ -13,6 +13,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+import duckdb
+
 from enclave.intake.identity import IdentityStore
 
 BORDERLINE_WINDOW = 0.25
@@ -96,29 +98,35 @@ def report(store: IdentityStore, *, clerical: bool = True) -> dict[str, Any]:
     return result
 
 
+def pairwise(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, float]:
+    """Pairwise precision and recall of a clustering against the truth, both in `table`: one row per
+    record with columns (record, person, cluster), `person` the true one."""
+    found = con.execute(f"""
+        WITH linked AS (SELECT count(*) AS n, count(*) FILTER (WHERE a.person = b.person) AS right
+                        FROM "{table}" a JOIN "{table}" b ON a.cluster = b.cluster AND a.record < b.record),
+             true_pairs AS (SELECT count(*) AS n FROM "{table}" a JOIN "{table}" b
+                            ON a.person = b.person AND a.record < b.record)
+        SELECT linked.right / greatest(linked.n, 1), linked.right / greatest(true_pairs.n, 1), linked.n,
+               true_pairs.n FROM linked, true_pairs""").fetchall()[0]
+    return {"precision": round(found[0], 4), "recall": round(found[1], 4), "linked_pairs": found[2],
+            "true_pairs": found[3]}
+
+
 def against_truth(store: IdentityStore, truth: list[tuple[str, str, int]]) -> dict[str, float]:
     """Pairwise precision and recall of the store's links against known truth: (contributor, local_id,
     true person) for every roster row. For synthetic data (the demo, tests, bench/), where truth exists."""
     with store.lock:
         cursor = store.con.cursor()
         try:
-            cursor.execute("CREATE OR REPLACE TEMP TABLE truth AS SELECT unnest(?) AS contributor, "
-                           "unnest(?) AS local_id, unnest(?) AS person", [list(c) for c in zip(*truth, strict=True)])
-            found = cursor.execute("""
-                WITH r AS (SELECT t.contributor, t.local_id, t.person, l.surrogate FROM truth t
-                           JOIN links l USING (contributor, local_id)),
-                     linked AS (SELECT count(*) AS n, count(*) FILTER (WHERE a.person = b.person) AS right
-                                FROM r a JOIN r b ON a.surrogate = b.surrogate
-                                AND (a.contributor, a.local_id) < (b.contributor, b.local_id)),
-                     true_pairs AS (SELECT count(*) AS n FROM r a JOIN r b ON a.person = b.person
-                                    AND (a.contributor, a.local_id) < (b.contributor, b.local_id))
-                SELECT linked.right / greatest(linked.n, 1), linked.right / greatest(true_pairs.n, 1),
-                       linked.n, true_pairs.n FROM linked, true_pairs""").fetchall()[0]
-            cursor.execute("DROP TABLE truth")
+            cursor.execute("""CREATE OR REPLACE TEMP TABLE truth_links AS
+                SELECT t.contributor || chr(31) || t.local_id AS record, t.person, l.surrogate AS cluster
+                FROM (SELECT unnest(?) AS contributor, unnest(?) AS local_id, unnest(?) AS person) t
+                JOIN links l USING (contributor, local_id)""", [list(c) for c in zip(*truth, strict=True)])
+            found = pairwise(cursor, "truth_links")
+            cursor.execute("DROP TABLE truth_links")
         finally:
             cursor.close()
-    return {"precision": round(found[0], 4), "recall": round(found[1], 4), "linked_pairs": found[2],
-            "true_pairs": found[3]}
+    return found
 
 
 def render_html(found: dict[str, Any]) -> str:
