@@ -151,7 +151,9 @@ def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
         inner, digits = rounded(written)
         if isinstance(inner, exp.AggFunc):
             function = aggregate_function(inner)
-            arg = None if isinstance(inner.this, exp.Star | exp.Distinct) else inner.this
+            arg = None if isinstance(inner.this, exp.Star) else inner.this
+            if isinstance(arg, exp.Distinct):  # COUNT(DISTINCT t.person_id): which table's persons it counts
+                arg = arg.expressions[0]
             interval = None
             if function in ("sum", "avg") and arg is not None:
                 interval = bounds(arg, lambda c: (r.column if (r := ctx.resolve(c, scope)) else None))

@@ -61,12 +61,23 @@ def plan_of(query: CheckedQuery) -> Plan:
     functions: dict[str, Function] = {"count": "count", "count_distinct_unit": "count_units", "sum": "sum",
                                       "avg": "avg"}
     measures = tuple(
-        Measure(c.name, functions[c.function], c.arg.copy() if c.arg is not None else None, c.name,
-                bounds=c.bounds)
+        Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds)
         for c in query.columns if isinstance(c, AggregateColumn)
     )
     keys = tuple(KeyColumn(k.name, k.expr.copy()) for k in query.keys)
     return Plan(relation, query.unit.copy(), keys, measures)
+
+
+def _measured(column: AggregateColumn, query: CheckedQuery) -> exp.Expr | None:
+    """The argument a measure computes on. COUNT(DISTINCT t.person_id) keeps its column only where `t` is
+    not the first table: it counts the persons with a row of `t` (a LEFT JOIN leaves it NULL for the
+    others), while the first table's persons are every person of the query (the units count)."""
+    if column.arg is None:
+        return None
+    if column.function == "count_distinct_unit" and isinstance(column.arg, exp.Column) and (
+            column.arg.table == query.unit.table):
+        return None
+    return column.arg.copy()
 
 
 def _ident(name: str) -> exp.Identifier:
@@ -75,7 +86,7 @@ def _ident(name: str) -> exp.Identifier:
 
 def _aggregate(measure: Measure, arg: exp.Expr | None, unit: exp.Expr) -> exp.Expr:
     if measure.function == "count_units":
-        return exp.Count(this=exp.Distinct(expressions=[unit]))
+        return exp.Count(this=exp.Distinct(expressions=[arg if arg is not None else unit]))
     if measure.function == "count":
         return exp.Count(this=arg if arg is not None else exp.Star())
     return (exp.Sum if measure.function == "sum" else exp.Avg)(this=arg)
@@ -169,7 +180,11 @@ def _bounded(plan: Plan, bounds: Bounds) -> exp.Select:
 
 
 def _from_cells(measure: Measure, column: str | None) -> exp.Expr:
-    """A measure as a total over (person, group) cells: a group's persons are its cells."""
+    """A measure as a total over (person, group) cells: a group's persons are its cells, and a joined
+    table's persons the cells with at least one of its rows (a non-NULL person key of that table)."""
     if measure.function == "count_units":
-        return exp.Count(this=exp.Star())
+        if column is None:
+            return exp.Count(this=exp.Star())
+        has_row = exp.GT(this=exp.column(column, quoted=True), expression=exp.Literal.number(0))
+        return exp.Count(this=exp.Case(ifs=[exp.If(this=has_row, true=exp.Literal.number(1))]))
     return exp.Sum(this=exp.column(column or "__n", quoted=True))
