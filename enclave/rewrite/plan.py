@@ -93,9 +93,11 @@ def _aggregate(measure: Measure, arg: exp.Expr | None, unit: exp.Expr) -> exp.Ex
 
 
 def _row_identity(relation: exp.Select) -> list[exp.Column]:
-    """The physical identity of a joined row: the rowid of each table (fixed for a data version)."""
+    """The physical identity of a joined row: the rowid of each table (fixed for a data version), which a
+    table bounded before its join carries as `__rowid`."""
     tables = [relation.args["from_"].this, *(join.this for join in relation.args.get("joins") or [])]
-    return [exp.column("rowid", table=_ident(t.alias_or_name)) for t in tables]
+    return [exp.column("__rowid", table=_ident(t.alias_or_name), quoted=True) if isinstance(t, exp.Subquery)
+            else exp.column("rowid", table=_ident(t.alias_or_name)) for t in tables]
 
 
 def render(plan: Plan) -> str:

@@ -79,12 +79,34 @@ def clamp_measures(plan: Plan, ctx: RewriteContext) -> Plan:
 def _try(node: exp.Expr) -> exp.Expr:
     """TRY(node), with every CAST in it a TRY_CAST: a failed cast is NULL without raising, which keeps
     DuckDB vectorised (an error inside TRY makes it re-evaluate row by row, a thousand times slower)."""
-    node = node.transform(lambda n: exp.TryCast(this=n.this, to=n.args["to"]) if type(n) is exp.Cast else n)
+    node = node.copy()
+    # not Expr.transform: it does not visit the children of a node it replaced, so a CAST inside a CAST
+    # (every filter term is cast to BOOLEAN) stayed a CAST, and one failing cast per row made a query slow
+    for cast in [n for n in node.walk() if type(n) is exp.Cast]:
+        replacement = exp.TryCast(this=cast.this, to=cast.args["to"])
+        if cast is node:
+            node = replacement
+        else:
+            cast.replace(replacement)
     return node if isinstance(node, exp.Try) else exp.Try(this=node)
+
+
+def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
+    """The terms of a top-level AND chain (through parentheses), in order."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.And):
+        return [*_conjuncts(node.this), *_conjuncts(node.expression)]
+    return [node]
 
 
 def guard_errors(plan: Plan, ctx: RewriteContext) -> Plan:
     """Every row-level expression runs inside TRY(): an error becomes NULL instead of failing the query.
+
+    Each term of a top-level AND gets its own TRY: a row passes exactly when every term is true without
+    error, as with one TRY around the whole filter, but DuckDB can then push a term that names one table
+    below the joins. One TRY around a whole filter kept a three-way self-join from filtering first, and
+    made its run time depend on how many rows matched (a timing channel, and seconds of engine time).
 
     Without this, a query could make DuckDB raise (an overflow, a bad cast) only when some row matches a
     condition, and learn a fact about one person from whether it failed. The filter is cast to BOOLEAN
@@ -94,7 +116,8 @@ def guard_errors(plan: Plan, ctx: RewriteContext) -> Plan:
     relation = plan.relation.copy()
     where = relation.args.get("where")
     if where is not None:
-        where.set("this", _try(exp.Cast(this=where.this, to=exp.DataType.build("BOOLEAN"))))
+        where.set("this", exp.and_(*(_try(exp.Cast(this=c, to=exp.DataType.build("BOOLEAN")))
+                                     for c in _conjuncts(where.this)), copy=False))
     keys = tuple(dataclasses.replace(k, expr=_try(k.expr)) for k in plan.keys)
     measures = tuple(dataclasses.replace(m, arg=_try(m.arg)) if m.arg is not None else m for m in plan.measures)
     return dataclasses.replace(plan, relation=relation, keys=keys, measures=measures)
@@ -168,6 +191,39 @@ def restrict_to_consented(plan: Plan, ctx: RewriteContext) -> Plan:
     return dataclasses.replace(plan, relation=relation)
 
 
+ROWID = "__rowid"
+
+
+def bound_tables_before_joins(plan: Plan, ctx: RewriteContext) -> Plan:
+    """In a join, each table keeps at most `max_rows_per_unit` rows of each person before it is joined.
+
+    A join on the person key multiplies a person's rows: three self-joined tables give k³ rows for a
+    person with k rows, so the run time, and the memory, of a join would depend on the data. With each
+    table bounded to R rows per person first, the joined rows are at most R^(tables - 1) per row of any
+    inner table, a worst case known from the manifest and the tables' sizes before anything runs
+    (enclave.execute.cost). The rows kept are the first R in a keyed-hash order of (salt, person, rowid),
+    fixed per data version like every other choice of rows; a table's rowid travels as `__rowid`, the
+    row identity of the later bound. A query without joins needs none of this: its one table's rows
+    are the worst case already.
+    """
+    if not plan.relation.args.get("joins"):
+        return plan
+    relation = plan.relation.copy()
+    unit = exp.to_identifier(plan.unit.name, quoted=True)
+    tables = [relation.args["from_"].this, *(join.this for join in relation.args["joins"])]
+    for table in tables:
+        order = exp.func("hash", exp.Literal.number(ctx.salt), unit.copy(), exp.column("rowid"))
+        rank = exp.Window(this=exp.RowNumber(), partition_by=[exp.column(unit.copy())],
+                          order=exp.Order(expressions=[exp.Ordered(this=order), exp.Ordered(this=exp.column("rowid"))]))
+        bounded = exp.select(exp.Star(), exp.alias_(exp.column("rowid"), ROWID, quoted=True)).from_(
+            exp.Table(this=table.this.copy()), copy=False)
+        bounded.set("qualify", exp.Qualify(this=exp.LTE(
+            this=rank, expression=exp.Literal.number(ctx.contribution.max_rows_per_unit))))
+        table.replace(exp.Subquery(this=bounded, alias=exp.TableAlias(this=exp.to_identifier(
+            table.alias_or_name, quoted=True))))
+    return dataclasses.replace(plan, relation=relation)
+
+
 def bound_contributions(plan: Plan, ctx: RewriteContext) -> Plan:
     """At most `max_rows_per_unit` rows and `max_groups_per_unit` groups of each person are used."""
     bounds = Bounds(ctx.contribution.max_rows_per_unit, ctx.contribution.max_groups_per_unit, ctx.salt)
@@ -181,5 +237,6 @@ RULES: tuple[Rule, ...] = (
     parenthesize,
     count_units,
     restrict_to_consented,
+    bound_tables_before_joins,
     bound_contributions,
 )
