@@ -24,6 +24,7 @@ from enclave.catalog.manifest import Manifest
 from enclave.check import CheckResult
 from enclave.disclosure.plan import PlanError, PrivacyPlan
 from enclave.disclosure.release import Cell, Release
+from enclave.execute.cost import Cost
 from enclave.intake.delivery import DeliveryFile, DeliveryRefused
 from enclave.intake.quality import render_html, report
 from enclave.onboarding import ConsentChange, ConsentRefused, import_consents, ingest, record_consent, rekey, relink
@@ -55,7 +56,8 @@ def schema_text(model: type) -> str:
     return json.dumps(model.model_json_schema(by_alias=True), indent=2, sort_keys=True) + "\n"
 
 
-def _print_check(result: CheckResult, sql: str, plan: PrivacyPlan | None, as_json: bool) -> None:
+def _print_check(result: CheckResult, sql: str, plan: PrivacyPlan | None, as_json: bool,
+                 cost: Cost | None = None) -> None:
     if as_json:
         payload: dict[str, object] = {"accepted": result.accepted,
                                       "violations": [v.to_dict() for v in result.violations]}
@@ -65,7 +67,7 @@ def _print_check(result: CheckResult, sql: str, plan: PrivacyPlan | None, as_jso
             payload["columns"] = [{"name": c.name, "kind": getattr(c, "function", "key")}
                                   for c in result.query.columns]
         if plan is not None:
-            payload["plan"] = plan_summary(plan)
+            payload["plan"] = plan_summary(plan, cost)
         print(json.dumps(payload, indent=2))
         return
     if result.accepted and result.query is not None:
@@ -73,6 +75,9 @@ def _print_check(result: CheckResult, sql: str, plan: PrivacyPlan | None, as_jso
         print(f"  canonical: {result.query.canonical_sql}")
         if plan is not None:
             _print_plan(plan)
+        if cost is not None:
+            print(f"  deadline: answered {cost.deadline_seconds:g} s after it starts (worst case "
+                  f"{cost.worst_case_rows:,} joined rows), whatever the data")
         return
     print(f"refused: {len(result.violations)} violation(s)")
     for violation in result.violations:
@@ -102,7 +107,7 @@ def _cmd_check(enclave: Enclave, args: argparse.Namespace) -> int:
         except PlanError as error:
             print(f"refused: {error.code}: {error.message}")
             return 1
-    _print_check(result, sql, plan, args.json)
+    _print_check(result, sql, plan, args.json, prepared.cost if prepared is not None else None)
     return 0 if result.accepted else 1
 
 

@@ -36,12 +36,15 @@ from enclave.catalog.demo import DEFAULT_SEED, demo_key, ensure_demo
 from enclave.catalog.manifest import Manifest, load_manifest
 from enclave.catalog.versions import DataVersion
 from enclave.check import CheckResult, Violation, check
+from enclave.check.violations import at
 from enclave.consent import registry
 from enclave.disclosure import replay
 from enclave.disclosure.plan import PlanError, PrivacyPlan, plan_privacy
 from enclave.disclosure.protect import protect
 from enclave.disclosure.release import Release
+from enclave.execute.cost import Cost, cost_of
 from enclave.execute.sandbox import EXECUTION_CODES, ExecutionError, RawResult, Sandbox
+from enclave.execute.slots import Slots
 from enclave.intake.identity import IdentityStore, StaleBuild
 from enclave.policy import Rules, load_rules
 from enclave.rewrite import RewrittenQuery, rewrite, sampling_salt
@@ -80,15 +83,30 @@ QUERY_CODES: dict[str, str] = {
 
 
 class QueryError(Exception):
-    """A query that was refused or failed; code and message are safe to show (no data, no paths)."""
+    """A query that was refused or failed; code and message are safe to show (no data, no paths).
 
-    def __init__(self, code: str, message: str, violations: tuple[Violation, ...] = ()) -> None:
+    `answer_at` (a time.monotonic() value) is when it may be shown: the deadline of a query that was
+    charged and then failed, so a failure comes at the same time as a release would; 0 for a refusal
+    before any charge (which depends only on the query, the policy and the budget).
+    """
+
+    def __init__(self, code: str, message: str, violations: tuple[Violation, ...] = (),
+                 answer_at: float = 0.0) -> None:
         if code not in QUERY_CODES and code not in EXECUTION_CODES:
             raise ValueError(f"undocumented query code {code!r}")
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.violations = violations
+        self.answer_at = answer_at
+
+
+def hold_until(answer_at: float) -> None:
+    """Wait, in this thread, until `answer_at`: for callers without an event loop (the CLI, tests).
+    The HTTP API waits with `asyncio.sleep` instead, holding no thread (enclave.api.deps)."""
+    delay = answer_at - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
 
 
 @dataclass(frozen=True)
@@ -98,6 +116,7 @@ class Prepared:
     result: CheckResult
     rewritten: RewrittenQuery | None
     version: DataVersion | None
+    cost: Cost | None = None
 
     @property
     def data_version(self) -> str | None:
@@ -125,9 +144,11 @@ def load_manifests(datasets_dir: Path, rules: Rules) -> dict[str, Manifest]:
     return manifests
 
 
-def plan_summary(plan: PrivacyPlan) -> dict[str, object]:
-    """The plan as recorded and shown: no data in it, only mechanisms, scales and costs."""
-    return {
+def plan_summary(plan: PrivacyPlan, cost: Cost | None = None) -> dict[str, object]:
+    """The plan as recorded and shown: no data in it, only mechanisms, scales and costs, and (with the
+    query's cost) its worst case and the deadline it will be answered at."""
+    timing = {"worst_case_rows": cost.worst_case_rows, "deadline_seconds": cost.deadline_seconds} if cost else {}
+    return {**timing,
         "epsilon": plan.epsilon, "delta": plan.delta, "alpha": plan.alpha,
         "group_selection": "public keys" if plan.groups is not None else f"threshold {plan.selection_threshold}",
         "suppression_threshold": plan.suppression_threshold,
@@ -162,6 +183,7 @@ class Enclave:
         self._identities: dict[str, IdentityStore] = {}
         self._snapshots: OrderedDict[tuple[str, str, str, dt.date], ConsentSnapshot] = OrderedDict()
         self._lock = threading.RLock()
+        self._slots = Slots(settings.home / "run", self.rules.execution.concurrency)
 
     def manifest(self, dataset: str) -> Manifest:
         try:
@@ -276,21 +298,32 @@ class Enclave:
             violation = Violation("type_mismatch", "The query does not type-check: a value is compared with, or "
                                   "passed to, something of another type.", remedy="cast to a common type")
             return Prepared(CheckResult((violation,)), None, None)
-        return Prepared(result, rewritten, version)
+        cost = cost_of(rewritten.plan, sandbox.table_rows(), manifest.contribution_bounds.max_rows_per_unit,
+                       self.rules.execution)
+        if not cost.within_limits:
+            joins = result.query.tree.args.get("joins") or []
+            execution = self.rules.execution
+            violation = at("worst_case_too_large", f"In the worst case this query's tables join into "
+                           f"{cost.worst_case_rows:,} rows ({cost.deadline_seconds:g} s); the rules allow "
+                           f"{execution.max_worst_case_rows:,} rows and {execution.timeout_seconds:g} s.", sql,
+                           joins[-1] if joins else None, "join fewer tables, or join a smaller table first "
+                           "(each table keeps at most max_rows_per_unit rows of a person before it is joined)")
+            return Prepared(CheckResult((violation,)), None, None)
+        return Prepared(result, rewritten, version, cost)
 
     def plan(self, dataset: str, rewritten: RewrittenQuery, epsilon: float | None) -> PrivacyPlan:
         """Cost and accuracy of a rewritten query at ε, before anything runs."""
         return plan_privacy(rewritten, self.manifest(dataset), self.rules, epsilon)
 
     def execute_unprotected(self, dataset: str, rewritten: RewrittenQuery, consent: ConsentSnapshot | None = None,
-                            version: DataVersion | None = None) -> RawResult:
+                            version: DataVersion | None = None, deadline_seconds: float | None = None) -> RawResult:
         """True aggregates of a rewritten query on a version (default: the current one) with a consent
-        snapshot (required where the dataset requires consent). Internal: the protection stage's input,
-        never a release."""
+        snapshot (required where the dataset requires consent), interrupted at the deadline. Internal:
+        the protection stage's input, never a release."""
         if self.manifest(dataset).consent_required and consent is None:
             raise ValueError(f"dataset {dataset} requires consent: a query needs a consent snapshot")
         sandbox = self._sandbox(version or self.version(dataset))
-        return sandbox.execute(rewritten.sql, consent.keys if consent is not None else None)
+        return sandbox.execute(rewritten.sql, consent.keys if consent is not None else None, deadline_seconds)
 
     def _purpose(self, researcher: str, dataset: str) -> str:
         with self.audit.transaction() as tx:
@@ -311,12 +344,27 @@ class Enclave:
         return error
 
     def query(self, researcher: str, dataset: str, sql: str, epsilon: float | None = None,
-              timings: dict[str, float] | None = None, *, adhoc: bool = True) -> Release:
+              timings: dict[str, float] | None = None, *, adhoc: bool = True, hold: bool = True) -> Release:
         """The whole protected pipeline for one request; raises QueryError when refused or failed.
 
-        `adhoc` is False for a run of an approved template (allowed by templates-only grants).
-        `timings`, when given, receives the seconds spent in each stage (for bench/).
+        A query that is charged is answered at its deadline (`Prepared.cost`, set from its worst case
+        before it runs), released or failed, never before: with `hold` this waits for it; without, the
+        caller must (`Release.answer_at`, `QueryError.answer_at`). `adhoc` is False for a run of an
+        approved template (allowed by templates-only grants). `timings`, when given, receives the seconds
+        spent in each stage (for bench/).
         """
+        try:
+            release = self._query(researcher, dataset, sql, epsilon, timings, adhoc)
+        except QueryError as error:
+            if hold:
+                hold_until(error.answer_at)
+            raise
+        if hold:
+            hold_until(release.answer_at)
+        return release
+
+    def _query(self, researcher: str, dataset: str, sql: str, epsilon: float | None,
+               timings: dict[str, float] | None, adhoc: bool) -> Release:
         record: dict[str, object] = {"dataset": dataset, "rules_sha256": self.rules.sha256,
                                      "sql_submitted": sql, "sql_submitted_sha256": sha256_text(sql)}
         try:
@@ -340,7 +388,7 @@ class Enclave:
             except QueryError as error:
                 raise self._refuse(researcher, record, error) from None
         record.update(data_version=version.label, canonical_sql=rewritten.checked.canonical_sql,
-                      sql_executed_sha256=sha256_text(rewritten.sql), plan=plan_summary(plan),
+                      sql_executed_sha256=sha256_text(rewritten.sql), plan=plan_summary(plan, prepared.cost),
                       **({"consent": consent.summary} if consent is not None else {}))
         key = replay.request_key(researcher, dataset, version.label, rewritten.checked.canonical_sql, plan.epsilon)
         with _stage(timings, "reserve+audit"):
@@ -348,16 +396,21 @@ class Enclave:
         if isinstance(reserved, Release):
             return reserved
         query_id, left = reserved
+        cost = prepared.cost
+        assert cost is not None  # a prepared query with a rewrite always has its cost
+        answer_at = self._execution_slot(cost, timings)
         try:
             with _stage(timings, "execute"):
-                raw = self.execute_unprotected(dataset, rewritten, consent, version)
+                raw = self.execute_unprotected(dataset, rewritten, consent, version, cost.deadline_seconds)
             with _stage(timings, "protect"):
                 columns, rows = protect(raw, rewritten, plan)
         except ExecutionError as error:
-            raise self._failed(researcher, dataset, query_id, key, QueryError(error.code, error.message)) from None
+            raise self._failed(researcher, dataset, query_id, key, QueryError(
+                error.code, error.message, answer_at=answer_at)) from None
         except Exception:  # never a partial release, never a trace: recorded, charge kept
             raise self._failed(researcher, dataset, query_id, key, QueryError(
-                "protection_failed", "The result could not be protected; nothing was released.")) from None
+                "protection_failed", "The result could not be protected; nothing was released.",
+                answer_at=answer_at)) from None
         release = Release(query_id=query_id, dataset=dataset, data_version=version.label,
                           rules_sha256=self.rules.sha256, epsilon=plan.epsilon, delta=plan.delta, alpha=plan.alpha,
                           suppression_threshold=plan.suppression_threshold, columns=columns, rows=rows)
@@ -371,9 +424,18 @@ class Enclave:
                                      payload_sha256=sha256_text(payload))
                 replay.complete(tx, key, payload, int(released["seq"]))
         except Exception:
-            raise QueryError("audit_unavailable", QUERY_CODES["audit_unavailable"]) from None
+            raise QueryError("audit_unavailable", QUERY_CODES["audit_unavailable"], answer_at=answer_at) from None
         return release.model_copy(update={"audit_seq": released["seq"], "epsilon_remaining": left.epsilon,
-                                          "delta_remaining": left.delta})
+                                          "delta_remaining": left.delta}).held_until(answer_at)
+
+    def _execution_slot(self, cost: Cost, timings: dict[str, float] | None) -> float:
+        """Wait for one of the engine's slots (enclave.execute.slots) and hold it until the query's answer
+        time, which it returns: the deadline, when the engine stops, plus a fixed allowance
+        (`base_seconds`) for protection and the release record."""
+        held = cost.deadline_seconds + self.rules.execution.base_seconds
+        with _stage(timings, "queue"):
+            taken = self._slots.hold(held)
+        return taken + held
 
     def _reserve_or_replay(self, researcher: str, dataset: str, plan: PrivacyPlan, key: str,
                            record: dict[str, object], adhoc: bool) -> tuple[str, Remaining] | Release:

@@ -91,6 +91,10 @@ class QuantityOut(BaseModel):
 
 
 class PlanOut(BaseModel):
+    worst_case_rows: int | None = Field(None, description="The most joined rows the query can produce, from the "
+                                        "contribution bounds and the tables' sizes.")
+    deadline_seconds: float | None = Field(None, description="The answer comes this long after the query starts, "
+                                           "released or failed, whatever the data.")
     epsilon: float
     delta: float
     alpha: float

@@ -53,6 +53,8 @@ CODES: dict[str, str] = {
     "join_not_allowed": "A join kind that is not allowed (CROSS, comma, NATURAL, ASOF, POSITIONAL, RIGHT, ...).",
     "join_condition_not_allowed": "A join that is not exactly equality of the privacy unit of two tables.",
     "too_many_joins": "More joins than the rules allow.",
+    "worst_case_too_large": "In the worst case the query's joins produce more rows, or need more time, than the "
+    "rules allow (known from the contribution bounds and the tables' sizes, before anything runs).",
     "aggregate_misplaced": "An aggregate nested in another, or in WHERE, GROUP BY or a join condition.",
     "unbounded_aggregate": "SUM or AVG of an expression with no known bounds.",
     "output_not_aggregate": "An output column that is neither one aggregate nor a grouping key.",

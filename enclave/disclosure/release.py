@@ -12,7 +12,7 @@ import io
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 CellValue = int | float | str | bool | None
 
@@ -54,6 +54,18 @@ class Release(BaseModel):
     delta_remaining: float | None = None
     audit_seq: int | None = None
     replayed: bool = False
+    # when the answer may be shown (time.monotonic()): the query's deadline, set before it ran; never sent
+    _answer_at: float = PrivateAttr(default=0.0)
+
+    @property
+    def answer_at(self) -> float:
+        return self._answer_at
+
+    def held_until(self, answer_at: float) -> Release:
+        """This release, to be answered no earlier than `answer_at` (a time.monotonic() value)."""
+        copy = self.model_copy()
+        copy._answer_at = answer_at
+        return copy
 
     def payload(self) -> str:
         """The canonical JSON of what is released, without the per-response fields; what the log hashes."""

@@ -20,6 +20,7 @@ Sandbox on one file (with the same limits) shares one connection; each query sti
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,8 @@ from enclave.rewrite.rules import CONSENTED
 # code -> what it means; README.md documents each.
 EXECUTION_CODES: dict[str, str] = {
     "not_one_select": "The SQL to execute is not exactly one SELECT statement (the engine's own parse).",
-    "execution_timeout": "The query ran longer than the rules' time limit and was interrupted.",
+    "execution_timeout": "The query overran the deadline its worst case set before it ran, and was interrupted; "
+    "the answer comes at the deadline, whatever the data, and the charge is spent.",
     "execution_resources": "The query needed more memory than the rules allow.",
     "execution_failed": "The engine refused or failed the query; details are withheld (they can hold data).",
     "too_many_groups": "The result has more groups than the rules allow.",
@@ -59,22 +61,47 @@ class RawResult:
     rows: tuple[tuple[object, ...], ...]
 
 
+def _round_up(rows: int) -> int:
+    """`rows` rounded up to two significant digits (64,529 -> 65,000)."""
+    step = 10 ** max(len(str(rows)) - 2, 0)
+    return -(-rows // step) * step
+
+
 class Sandbox:
     """A locked-down, read-only DuckDB database, one per dataset and data version."""
 
-    _shared: ClassVar[dict[tuple[str, Execution], tuple[duckdb.DuckDBPyConnection, int]]] = {}
+    # keyed by the file and the settings the engine is opened with (not the deadline cost model)
+    _shared: ClassVar[dict[tuple[str, float, int, int], tuple[duckdb.DuckDBPyConnection, int]]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, database: Path, execution: Execution, max_groups: int) -> None:
         self.database = database
         self.execution = execution
         self.max_groups = max_groups
-        self._key = (str(database.resolve()), execution)
+        self._key = (str(database.resolve()), execution.timeout_seconds, execution.memory_limit_mb,
+                     execution.threads)
         with self._shared_lock:
             connection, users = self._shared.get(self._key) or (self._open(), 0)
             self._shared[self._key] = (connection, users + 1)
         self._connection = connection
         self._closed = False
+        self._table_rows: dict[str, int] | None = None
+
+    def table_rows(self) -> dict[str, int]:
+        """Each table's number of rows, rounded up to two significant digits: public metadata of the data
+        version (like the dataset's size), which the worst case of a query is computed from
+        (enclave.execute.cost). Rounded so a deadline shows no exact size and stays put when a version
+        adds a few rows. Read once."""
+        if self._table_rows is None:
+            cursor = self._connection.cursor()
+            try:
+                names = [n for (n,) in cursor.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()]
+                self._table_rows = {n: _round_up(cursor.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0])  # noqa: S608
+                                    for n in names}
+            finally:
+                cursor.close()
+        return self._table_rows
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         connection = duckdb.connect(str(self.database), read_only=True, config={
@@ -144,17 +171,21 @@ class Sandbox:
         if not binds:
             raise ExecutionError("type_mismatch")
 
-    def execute(self, sql: str, consented: Sequence[str] | None = None) -> RawResult:
+    def execute(self, sql: str, consented: Sequence[str] | None = None,
+                deadline_seconds: float | None = None) -> RawResult:
         """Run one SELECT and return at most `max_groups` rows, or raise a safe ExecutionError.
 
         Callers pass only `RewrittenQuery.sql`; the sandbox still refuses anything DuckDB itself does
         not parse as exactly one SELECT, and its settings hold whatever the statement does. `consented`
-        is the query's consent snapshot (person keys), for datasets that require consent.
+        is the query's consent snapshot (person keys), for datasets that require consent. The query is
+        interrupted at `deadline_seconds` (its plan's deadline; default the rules' time limit).
         """
         self._statement_check(sql)
         cursor = self._cursor(consented)
+        started = time.monotonic()
         done = threading.Event()
-        watchdog = threading.Thread(target=self._watch, args=(cursor, done), daemon=True)
+        limit = self.execution.timeout_seconds + 1.0 if deadline_seconds is None else deadline_seconds
+        watchdog = threading.Thread(target=self._watch, args=(cursor, done, limit), daemon=True)
         watchdog.start()
         failure = None
         try:
@@ -171,15 +202,18 @@ class Sandbox:
             done.set()
             watchdog.join()
             cursor.close()
+        if failure is None and deadline_seconds is not None and time.monotonic() - started > deadline_seconds:
+            failure = "execution_timeout"  # finished past its deadline: an overrun, whether or not interrupted
         if failure is not None:  # raised outside the handler, so no engine message rides along
             raise ExecutionError(failure)
         if len(rows) > self.max_groups:
             raise ExecutionError("too_many_groups")
         return RawResult(columns, tuple(tuple(row) for row in rows))
 
-    def _watch(self, cursor: duckdb.DuckDBPyConnection, done: threading.Event) -> None:
-        """Interrupt a query past its limit (plus grace), repeatedly: an early interrupt can be dropped."""
-        if done.wait(self.execution.timeout_seconds + 1.0):
+    def _watch(self, cursor: duckdb.DuckDBPyConnection, done: threading.Event, limit: float) -> None:
+        """Interrupt a query past its limit, repeatedly: an early interrupt can be dropped."""
+        if done.wait(limit):
             return
-        while not done.wait(0.05):
+        cursor.interrupt()
+        while not done.wait(0.005):
             cursor.interrupt()

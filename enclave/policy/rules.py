@@ -72,9 +72,19 @@ class PrivacyDefaults(_Strict):
 
 
 class Execution(_Strict):
-    timeout_seconds: float = Field(gt=0, le=600)
+    """How queries run, and the cost model their deadlines come from (enclave.execute.cost)."""
+
+    timeout_seconds: float = Field(gt=0, le=600, description="The longest deadline a query may have; a query "
+                                   "whose worst case needs more is refused before it runs.")
     memory_limit_mb: PositiveInt
     threads: PositiveInt
+    base_seconds: float = Field(0.2, gt=0, le=60, description="The deadline of a query over no rows: the fixed part.")
+    rows_per_second: PositiveInt = Field(1_000_000, description="Worst-case rows the engine is budgeted to get "
+                                         "through per second; set it below what the machine does under load.")
+    concurrency: PositiveInt = Field(1, description="Queries the engine runs at once per process. Each holds "
+                                     "its slot until its deadline, so a queue's wait depends on deadlines alone.")
+    max_worst_case_rows: PositiveInt = Field(5_000_000, description="The most joined rows a query may produce in "
+                                             "the worst case (memory bound); beyond it a query is refused unrun.")
 
 
 class Rules(_Strict):

@@ -101,8 +101,10 @@ def review(enclave: Enclave, reviewer: str, template_id: int, action: Literal["a
         return find(tx, template_id)  # type: ignore[return-value]
 
 
-def run(enclave: Enclave, researcher: str, template_id: int, values: dict[str, object]) -> Release:
-    """Run an approved template with validated parameters through the whole pipeline."""
+def run(enclave: Enclave, researcher: str, template_id: int, values: dict[str, object], *,
+        hold: bool = True) -> Release:
+    """Run an approved template with validated parameters through the whole pipeline; `hold` as in
+    `Enclave.query` (the answer comes at the query's deadline)."""
     with enclave.audit.transaction() as tx:
         template = find(tx, template_id)
         if template is None:
@@ -120,7 +122,7 @@ def run(enclave: Enclave, researcher: str, template_id: int, values: dict[str, o
         slot = tx.connection.execute("INSERT INTO template_runs (template_id, researcher, query_id, seq) "
                                      "VALUES (?, ?, '', 0)", (template_id, researcher)).lastrowid
     try:
-        release = enclave.query(researcher, template.spec.dataset, sql, template.spec.epsilon, adhoc=False)
+        release = enclave.query(researcher, template.spec.dataset, sql, template.spec.epsilon, adhoc=False, hold=hold)
     except QueryError:
         _release_slot(enclave, slot)
         raise

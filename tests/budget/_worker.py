@@ -70,7 +70,7 @@ def hang(home: Path, children: int, sql: str, epsilon: float) -> None:
     with enclave.audit.transaction() as tx:
         grant(tx, "steward", "r", "demo", 1.0, 1e-5)
 
-    def sleeping_execute(self: Sandbox, sql: str, consented: object = None) -> RawResult:
+    def sleeping_execute(self: Sandbox, sql: str, consented: object = None, deadline: object = None) -> RawResult:
         time.sleep(60)
         raise AssertionError("the test should have killed this process")
 

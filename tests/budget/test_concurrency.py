@@ -166,7 +166,7 @@ def test_budget_race_across_processes(home: Path, tmp_path: Path, open_enclave: 
 
     succeeded = [result for result in results if result["ok"]]
     refused = [result for result in results if not result["ok"]]
-    assert len(succeeded) == 3
+    assert len(succeeded) == 3, [r.get("code") for r in refused]
     assert [result["code"] for result in refused] == ["budget_exceeded"] * 29
     assert [result["replayed"] for result in succeeded] == [False] * 3
     assert sorted(round(result["epsilon_remaining"] * EPSILON_UNIT) for result in succeeded) == [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from enclave.api.answers import answered
 from enclave.api.deps import EnclaveDep, Researcher
 from enclave.api.errors import ApiError
 from enclave.api.schemas import (
@@ -78,16 +79,18 @@ def check_query(body: QueryIn, enclave: EnclaveDep, principal: Researcher) -> Ch
         raise ApiError(422, "invalid_request", error.message) from None
     query = prepared.rewritten.checked
     return out.model_copy(update={"canonical_sql": query.canonical_sql, "rules_sha256": query.rules_sha256,
-                                  "plan": PlanOut.model_validate(plan_summary(plan))})
+                                  "plan": PlanOut.model_validate(plan_summary(plan, prepared.cost))})
 
 
 @router.post("/queries", operation_id="researcher-submit-query", response_model=Release,
              responses={400: {"description": "Refused"}})
-def submit_query(body: QueryIn, enclave: EnclaveDep, principal: Researcher) -> Release:
-    """Run a query through the whole pipeline and return its protected release (or why it was refused)."""
+async def submit_query(body: QueryIn, enclave: EnclaveDep, principal: Researcher) -> Release:
+    """Run a query through the whole pipeline and return its protected release (or why it was refused),
+    at the deadline its worst case set before it ran."""
     _manifest(enclave, body.dataset)
     try:
-        return enclave.query(principal.name, body.dataset, body.sql, body.epsilon)
+        return await answered(lambda: enclave.query(principal.name, body.dataset, body.sql, body.epsilon,
+                                                    hold=False))
     except QueryError as error:
         status = 403 if error.code.startswith(("grant_", "no_grant", "templates_only")) else 400
         raise ApiError(status, error.code, error.message, error.violations) from None

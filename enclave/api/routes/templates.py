@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from enclave.access.keys import Principal
+from enclave.api.answers import answered
 from enclave.api.deps import EnclaveDep, Researcher, Reviewer, current_principal
 from enclave.api.errors import ApiError
 from enclave.api.schemas import ReasonIn
@@ -102,9 +103,11 @@ for _action in ("approve", "reject", "revoke"):
 
 
 @router.post("/{template_id}/runs", operation_id="templates-run", response_model=Release)
-def run_template(template_id: TemplateId, body: RunIn, enclave: EnclaveDep, principal: Researcher) -> Release:
-    """Run an approved template with parameters: the same pipeline as any query, at its per-run ε."""
+async def run_template(template_id: TemplateId, body: RunIn, enclave: EnclaveDep, principal: Researcher) -> Release:
+    """Run an approved template with parameters: the same pipeline as any query, at its per-run ε, answered
+    at its deadline."""
     try:
-        return workflow.run(enclave, principal.name, template_id, body.parameters)
+        return await answered(lambda: workflow.run(enclave, principal.name, template_id, body.parameters,
+                                                   hold=False))
     except QueryError as error:
         raise _refused(error) from None

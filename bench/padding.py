@@ -1,0 +1,71 @@
+"""What answering at the deadline costs: padded response time against the unpadded time, in one run.
+
+    .venv/bin/python bench/padding.py [--children N] [--runs R]
+
+Builds a demo variant (default 50,000 children) and, for a few query shapes (one table, a self-join,
+a three-table join), times R protected queries each (a new ε each run, so nothing is replayed):
+- unpadded: the pipeline returning as soon as it has its answer (`hold=False`), the time the engine
+  and the enclave really need;
+- padded: the same, answered at the deadline set from the worst case before the run (`hold=True`),
+  as every researcher sees it.
+Prints the deadline, medians, the padding overhead (padded / unpadded) and the margin (unpadded /
+deadline: how close the real work comes to the deadline; above 1 would be an overrun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from enclave.budget.ledger import grant
+from enclave.pipeline import Enclave
+from enclave.settings import Settings
+
+QUERIES = {
+    "one table": "SELECT school, COUNT(*) AS n, AVG(days_absent) AS absent FROM enrollments GROUP BY school",
+    "self-join": "SELECT a.subject, COUNT(*) AS n FROM assessments a JOIN assessments a2 "
+                 "ON a.person_id = a2.person_id WHERE a2.scale_score >= 300 GROUP BY a.subject",
+    "three tables": "SELECT c.gender, COUNT(*) AS n FROM children c JOIN enrollments e ON e.person_id = c.person_id "
+                    "LEFT JOIN clinic_visits v ON v.person_id = c.person_id GROUP BY c.gender",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--children", type=int, default=50_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="enclave-bench-"))
+    enclave = Enclave(Settings(home=home, demo_children=args.children))
+    try:
+        with enclave.audit.transaction() as tx:
+            grant(tx, "bench", "bench", "demo", 1000.0, 1e-3)
+        print(f"demo: {args.children:,} children; {args.runs} runs per shape and mode")
+        runs = iter(range(10**6))
+        for name, sql in QUERIES.items():
+            cost = enclave.prepare("demo", sql).cost
+            assert cost is not None, name
+            medians = {}
+            for hold in (False, True):
+                samples = []
+                for _ in range(args.runs):
+                    epsilon = 0.01 + 1e-6 * next(runs)
+                    started = time.perf_counter()
+                    enclave.query("bench", "demo", sql, epsilon, hold=hold)
+                    samples.append(time.perf_counter() - started)
+                medians[hold] = statistics.median(samples)
+            print(f"{name}: deadline {cost.deadline_seconds:.3f} s (worst case {cost.worst_case_rows:,} rows); "
+                  f"unpadded {medians[False] * 1000:.1f} ms, padded {medians[True] * 1000:.1f} ms; "
+                  f"padding overhead {medians[True] / medians[False]:.2f}x; "
+                  f"margin {medians[False] / cost.deadline_seconds:.2f} of the deadline")
+    finally:
+        enclave.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
