@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from enclave.api.errors import QUERY_STATUS, refused  # noqa
+from enclave.api.errors import QUERY_STATUS, refused
 from enclave.pipeline import QUERY_CODES, QueryError
 from tests.api.conftest import Service, assert_envelope
 
