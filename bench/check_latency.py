@@ -1,6 +1,6 @@
 """Latency of check + rewrite for a 20-line query, against parsing alone, measured in one run.
 
-    .venv/bin/python bench/check_latency.py [--runs N]
+    .venv/bin/python bench/check_latency.py [--runs N] [--tiny]
 
 Prints p50 and p99 of check, of check + rewrite, and the ratio to sqlglot parsing the same text (the
 floor: every check must at least parse).
@@ -60,7 +60,10 @@ def timed(function, runs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=500)
-    runs = parser.parse_args().runs
+    parser.add_argument("--tiny", action="store_true",
+                        help="a tiny size: seconds, to show the script still runs (tests/test_benches.py)")
+    args = parser.parse_args()
+    runs = 20 if args.tiny else args.runs
     rules = load_rules(PROJECT_ROOT / "query_rules" / "default.yaml")
     manifest = load_manifest(PROJECT_ROOT / "datasets" / "demo" / "manifest.yaml")
     assert QUERY.count("\n") + 1 == 20

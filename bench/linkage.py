@@ -1,6 +1,6 @@
 """Linkage quality, run time and peak memory at scale, against exact deterministic matching.
 
-    .venv/bin/python bench/linkage.py [--children 50000 500000] [--thresholds 0.5 0.7 0.9]
+    .venv/bin/python bench/linkage.py [--children 50000 500000] [--thresholds 0.5 0.7 0.9] [--tiny]
 
 For each size, a fresh process generates synthetic rosters with known truth (three contributors,
 ~60% of children known to two or more; typos, nicknames, swapped dates, missing gender, duplicates),
@@ -86,7 +86,11 @@ def main() -> None:
     parser.add_argument("--children", type=int, nargs="+", default=[50_000, 500_000])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child process measuring one size
+    parser.add_argument("--tiny", action="store_true",
+                        help="a tiny size: seconds, to show the script still runs (tests/test_benches.py)")
     args = parser.parse_args()
+    if args.tiny:
+        args.children = [300]
     if args.one:
         print(json.dumps(measure(args.one, args.thresholds)))
         return

@@ -1,6 +1,6 @@
 """What answering at the deadline costs: padded response time against the unpadded time, in one run.
 
-    .venv/bin/python bench/padding.py [--children N] [--runs R]
+    .venv/bin/python bench/padding.py [--children N] [--runs R] [--tiny]
 
 Builds a demo variant (default 50,000 children) and, for a few query shapes (one table, a self-join,
 a three-table join), times R protected queries each (a new ε each run, so nothing is replayed):
@@ -38,7 +38,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--children", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true",
+                        help="a tiny size: seconds, to show the script still runs (tests/test_benches.py)")
     args = parser.parse_args()
+    if args.tiny:
+        args.children, args.runs = 300, 2
     home = Path(tempfile.mkdtemp(prefix="enclave-bench-"))
     enclave = Enclave(Settings(home=home, demo_children=args.children))
     try:

@@ -1,6 +1,6 @@
 """Request rate of template runs through the real service, against /healthz on the same server and client.
 
-    .venv/bin/python bench/template_rate.py [--seconds S] [--clients C]
+    .venv/bin/python bench/template_rate.py [--seconds S] [--clients C] [--children N] [--tiny]
 
 Starts the service with uvicorn on a free loopback port (a small demo dataset), approves a template,
 and drives it with C concurrent HTTP clients for S seconds each of: /healthz (the baseline: HTTP and
@@ -71,9 +71,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--children", type=int, default=20_000)
+    parser.add_argument("--tiny", action="store_true",
+                        help="a tiny size: seconds, to show the script still runs (tests/test_benches.py)")
     args = parser.parse_args()
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="enclave-bench-")), demo_children=args.children,
-                        rate_limit="1000000/minute")
+    if args.tiny:
+        args.seconds, args.clients, args.children = 0.5, 2, 300
+    with tempfile.TemporaryDirectory(prefix="enclave-bench-") as scratch:
+        measure(Path(scratch), args)
+
+
+def measure(home: Path, args: argparse.Namespace) -> None:
+    settings = Settings(home=home, demo_children=args.children, rate_limit="1000000/minute")
     app = create_app(settings)
     enclave = app.state.enclave
     with enclave.audit.transaction() as tx:

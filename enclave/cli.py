@@ -12,6 +12,7 @@ import io
 import json
 import sys
 import time
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from enclave.audit.verify import verify_lines
 from enclave.budget.ledger import grant, revoke_grant
 from enclave.catalog.demo import ensure_demo
 from enclave.catalog.manifest import Manifest
-from enclave.check import CheckResult
+from enclave.check import CheckResult, Violation
 from enclave.disclosure.plan import PlanError, PrivacyPlan
 from enclave.disclosure.release import Cell, Release
 from enclave.execute.cost import Cost
@@ -93,6 +94,17 @@ def _print_plan(plan: PrivacyPlan) -> None:
               f"±{q.accuracy:.4g} at {100 * (1 - plan.alpha):g}%")
 
 
+def _print_refusal(code: str, message: str, violations: Sequence[Violation], sql: str, as_json: bool) -> None:
+    """A refusal on stdout: the API's error envelope with `--json`, else one line and each violation."""
+    if as_json:
+        print(json.dumps({"ok": False, "error": {"code": code, "message": message,
+                                                 "violations": [v.to_dict() for v in violations]}}))
+        return
+    print(f"refused: {code}: {message}")
+    for violation in violations:
+        print(violation.render(sql))
+
+
 def _cmd_check(enclave: Enclave, args: argparse.Namespace) -> int:
     sql = sys.stdin.read() if args.sql == "-" else args.sql
     try:
@@ -105,7 +117,7 @@ def _cmd_check(enclave: Enclave, args: argparse.Namespace) -> int:
         try:
             plan = enclave.plan(args.dataset, prepared.rewritten, args.epsilon)
         except PlanError as error:
-            print(f"refused: {error.code}: {error.message}")
+            _print_refusal(error.code, error.message, (), sql, args.json)
             return 1
     _print_check(result, sql, plan, args.json, prepared.cost if prepared is not None else None)
     return 0 if result.accepted else 1
@@ -138,13 +150,7 @@ def _run_query(enclave: Enclave, dataset: str, sql: str, epsilon: float | None, 
     try:
         release = enclave.query(DEMO_RESEARCHER, dataset, sql, epsilon)
     except QueryError as error:
-        if fmt == "json":
-            print(json.dumps({"ok": False, "error": {"code": error.code, "message": error.message,
-                                                     "violations": [v.to_dict() for v in error.violations]}}))
-        else:
-            print(f"refused: {error.code}: {error.message}")
-            for violation in error.violations:
-                print(violation.render(sql))
+        _print_refusal(error.code, error.message, error.violations, sql, fmt == "json")
         return 1
     if fmt == "json":
         print(release.model_dump_json(indent=2))
@@ -366,6 +372,7 @@ def parser() -> argparse.ArgumentParser:
     query.add_argument("--dataset", default="demo")
     query.add_argument("--epsilon", type=float, help="the ε to spend (default: the rules')")
     query.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    query.add_argument("--json", dest="format", action="store_const", const="json", help="the same as --format json")
     query.add_argument("sql", help="the SQL text, or - to read it from standard input")
     audit = commands.add_parser("audit", help="export or verify the audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
@@ -457,7 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](enclave, args)
     except UnknownDataset as error:
-        print(f"unknown dataset {error.args[0]!r}; datasets: {', '.join(enclave.manifests)}", file=sys.stderr)
+        message = f"No dataset named {error.args[0]!r}; datasets: {', '.join(enclave.manifests)}."
+        if getattr(args, "json", False) or getattr(args, "format", None) == "json":  # the API's code for it
+            _print_refusal("not_found", message, (), "", True)
+        else:
+            print(message, file=sys.stderr)
         return 2
     finally:
         enclave.close()

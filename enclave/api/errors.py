@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from enclave.check.violations import Violation
 from enclave.intake.delivery import Problem
+from enclave.pipeline import QueryError
 
 # code -> meaning, for errors of the HTTP edge itself; README.md documents each.
 API_CODES: dict[str, str] = {
@@ -56,6 +57,20 @@ class ApiError(Exception):
         self.message = message
         self.violations = list(violations)
         self.problems = problems
+
+
+# query code -> HTTP status on every route that refuses with it (check, query, templates): one cause, one
+# (status, code) pair wherever it is met. Codes not named here answer 400.
+QUERY_STATUS: dict[str, int] = {
+    "no_grant": 403, "grant_revoked": 403, "grant_expired": 403, "grant_not_started": 403, "templates_only": 403,
+    "template_not_found": 404, "template_not_approved": 409, "review_not_allowed": 409, "run_limit_reached": 409,
+    "invalid_parameters": 422,
+}
+
+
+def refused(error: QueryError) -> ApiError:
+    """The API error for a refused or failed query, with the status its code has on every route."""
+    return ApiError(QUERY_STATUS.get(error.code, 400), error.code, error.message, error.violations)
 
 
 def envelope(code: str, message: str, violations: Sequence[Violation] = (),

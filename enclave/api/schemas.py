@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from enclave.access.keys import Role
 from enclave.check.violations import Violation
+from enclave.policy.rules import Epsilon
 
 
 class _In(BaseModel):
@@ -77,7 +78,7 @@ class RulesOut(BaseModel):
 class QueryIn(_In):
     dataset: str = Field(min_length=1, max_length=64)
     sql: str = Field(min_length=1, max_length=20_000)
-    epsilon: float | None = Field(default=None, gt=0, le=100)
+    epsilon: Epsilon | None = None
     purpose: str | None = Field(default=None, max_length=200)
 
 

@@ -99,9 +99,9 @@ def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, ep
                  delta: float | None = None) -> PrivacyPlan:
     """The mechanisms, scales and cost of releasing a rewritten query at the requested ε."""
     epsilon = rules.privacy.default_epsilon if epsilon is None else epsilon
-    if not 0 < epsilon <= rules.privacy.max_epsilon:
-        raise PlanError("epsilon_out_of_range", f"ε must be above 0 and at most {rules.privacy.max_epsilon:g} "
-                        "per query.")
+    if not 0 < epsilon <= rules.privacy.max_epsilon:  # false for NaN too: the message names both
+        raise PlanError("epsilon_out_of_range", f"ε must be a finite number above 0 and at most "
+                        f"{rules.privacy.max_epsilon:g} per query.")
     delta = rules.privacy.selection_delta if delta is None else delta
     bounds = manifest.contribution_bounds
     rows, groups = bounds.max_rows_per_unit, bounds.max_groups_per_unit

@@ -8,14 +8,44 @@ audit records cite, so anyone can tell exactly which policy judged a query.
 from __future__ import annotations
 
 import hashlib
+import math
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import sqlglot
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    PrivateAttr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from sqlglot import exp
+
+# The most ε any request may name: a bound of the request schemas (queries, templates), far above any sane
+# rules file. The rules' own `max_epsilon` is checked by the plan (`epsilon_out_of_range`).
+EPSILON_CEILING = 100.0
+
+
+def _requested_epsilon(value: float) -> float:
+    """One message for every ε the schema refuses. Pydantic's own would call NaN "not greater than 0" and
+    Infinity "not less than or equal to 100"; JSON from Python's parser (and `--epsilon nan`) can carry both."""
+    if not (math.isfinite(value) and 0 < value <= EPSILON_CEILING):
+        raise PydanticCustomError("epsilon_out_of_range", "epsilon must be a finite number above 0 and at most "
+                                  "{ceiling}", {"ceiling": f"{EPSILON_CEILING:g}"})
+    return value
+
+
+Epsilon = Annotated[float, AfterValidator(_requested_epsilon),
+                    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": EPSILON_CEILING})]
+"""The ε a request asks for: finite, above 0, at most EPSILON_CEILING (documented as such in JSON Schema)."""
 
 Aggregate = Literal["count", "count_distinct_unit", "sum", "avg"]
 JoinKind = Literal["inner", "left"]

@@ -13,6 +13,8 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlglot import exp
 
+from enclave.policy.rules import Epsilon
+
 Value = int | float | str | bool
 
 
@@ -70,7 +72,7 @@ class TemplateSpec(BaseModel):
     dataset: str = Field(min_length=1, max_length=64)
     sql: str = Field(min_length=1, max_length=10_000)
     parameters: list[Parameter] = Field(default_factory=list, max_length=20)
-    epsilon: float = Field(gt=0, description="ε each run spends.")
+    epsilon: Epsilon = Field(description="ε each run spends.")
     run_limit: int = Field(ge=1, le=10_000, description="Runs allowed per researcher.")
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from enclave.api.answers import answered
 from enclave.api.deps import EnclaveDep, Researcher
-from enclave.api.errors import ApiError
+from enclave.api.errors import ApiError, refused
 from enclave.api.schemas import (
     BudgetOut,
     CheckOut,
@@ -69,14 +69,14 @@ def check_query(body: QueryIn, enclave: EnclaveDep, principal: Researcher) -> Ch
     try:
         prepared = enclave.prepare(body.dataset, body.sql)
     except QueryError as error:
-        raise ApiError(400, error.code, error.message) from None
+        raise refused(error) from None
     out = CheckOut(accepted=prepared.rewritten is not None, violations=list(prepared.result.violations))
     if prepared.rewritten is None:
         return out
     try:
         plan = enclave.plan(body.dataset, prepared.rewritten, body.epsilon)
-    except PlanError as error:
-        raise ApiError(422, "invalid_request", error.message) from None
+    except PlanError as error:  # the code and status the query route gives for the same cause
+        raise refused(QueryError(error.code, error.message)) from None
     query = prepared.rewritten.checked
     return out.model_copy(update={"canonical_sql": query.canonical_sql, "rules_sha256": query.rules_sha256,
                                   "plan": PlanOut.model_validate(plan_summary(plan, prepared.cost))})
@@ -92,8 +92,7 @@ async def submit_query(body: QueryIn, enclave: EnclaveDep, principal: Researcher
         return await answered(lambda: enclave.query(principal.name, body.dataset, body.sql, body.epsilon,
                                                     hold=False))
     except QueryError as error:
-        status = 403 if error.code.startswith(("grant_", "no_grant", "templates_only")) else 400
-        raise ApiError(status, error.code, error.message, error.violations) from None
+        raise refused(error) from None
 
 
 @router.get("/queries", operation_id="researcher-list-queries", response_model=list[QuerySummary])

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from enclave.access.keys import Principal
 from enclave.api.answers import answered
 from enclave.api.deps import EnclaveDep, Researcher, Reviewer, current_principal
-from enclave.api.errors import ApiError
+from enclave.api.errors import ApiError, refused
 from enclave.api.schemas import ReasonIn
 from enclave.disclosure.release import Release
 from enclave.pipeline import QueryError, UnknownDataset
@@ -20,10 +20,6 @@ from enclave.templates.model import TemplateSpec, Value
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
 TemplateId = Annotated[int, Path(ge=1, le=2**62)]
-
-_STATUS = {"template_not_found": 404, "template_not_approved": 409, "review_not_allowed": 409,
-           "run_limit_reached": 409, "invalid_parameters": 422, "grant_revoked": 403, "grant_expired": 403,
-           "grant_not_started": 403, "no_grant": 403}
 
 
 class TemplateOut(BaseModel):
@@ -41,10 +37,6 @@ class RunIn(BaseModel):
 def _out(template: workflow.Template) -> TemplateOut:
     return TemplateOut(id=template.id, status=template.status, proposer=template.proposer,
                        approvals=list(template.approvals), spec=template.spec)
-
-
-def _refused(error: QueryError) -> ApiError:
-    return ApiError(_STATUS.get(error.code, 400), error.code, error.message, error.violations)
 
 
 def _visible(template: workflow.Template, principal: Principal) -> bool:
@@ -66,7 +58,7 @@ def propose(body: TemplateSpec, enclave: EnclaveDep, principal: Proposer) -> Tem
     except UnknownDataset:
         raise ApiError(404, "not_found", f"No dataset named {body.dataset!r}.") from None
     except QueryError as error:
-        raise _refused(error) from None
+        raise refused(error) from None
 
 
 @router.get("", operation_id="templates-list", response_model=list[TemplateOut])
@@ -91,7 +83,7 @@ def _review(action: Literal["approve", "reject", "revoke"]) -> Callable[..., Tem
         try:
             return _out(workflow.review(enclave, principal.name, template_id, action, body.reason))
         except QueryError as error:
-            raise _refused(error) from None
+            raise refused(error) from None
 
     return handler
 
@@ -110,4 +102,4 @@ async def run_template(template_id: TemplateId, body: RunIn, enclave: EnclaveDep
         return await answered(lambda: workflow.run(enclave, principal.name, template_id, body.parameters,
                                                    hold=False))
     except QueryError as error:
-        raise _refused(error) from None
+        raise refused(error) from None
