@@ -404,6 +404,8 @@ class Enclave:
                 raw = self.execute_unprotected(dataset, rewritten, consent, version, cost.deadline_seconds)
             with _stage(timings, "protect"):
                 columns, rows = protect(raw, rewritten, plan)
+            if time.monotonic() > answer_at:  # an overrun: too late to answer on time, so a timeout, charged
+                raise ExecutionError("execution_timeout")
         except ExecutionError as error:
             raise self._failed(researcher, dataset, query_id, key, QueryError(
                 error.code, error.message, answer_at=answer_at)) from None
