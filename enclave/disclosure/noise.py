@@ -52,7 +52,8 @@ def selection_privacy(scale: float, threshold: int, groups: int) -> tuple[float,
     privacy map gives δ for keeping it only when the noisy count is strictly above (open upstream issue
     opendp/opendp#2922): for a person who adds one key of count 1, the map gives P(Z >= T) = p^T / (1 + p)
     where the rule releases with P(Z >= T - 1) = p^(T-1) / (1 + p), p = e^(-1/scale), an under-charge by a
-    factor 1/p (40% at ε = 2 here). Keeping at >= T is exactly keeping at > T - 1, so the rule as applied
+    factor 1/p (18% at ε = 2 for a COUNT by a measure, 40% when the count of persons is
+    the only quantity). Keeping at >= T is exactly keeping at > T - 1, so the rule as applied
     is what OpenDP's own map describes at T - 1: read (ε, δ) there, for a person who changes `groups`
     counts by at most 1 each. The noise stays OpenDP's, drawn by the measurement at T.
     """
