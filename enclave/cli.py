@@ -125,7 +125,9 @@ def _cmd_check(enclave: Enclave, args: argparse.Namespace) -> int:
 
 def _print_release(release: Release) -> None:
     names = [c.name for c in release.columns]
-    table = [[_shown(cell) for cell in row] for row in release.rows]
+    keys = [c.kind == "key" for c in release.columns]
+    table = [["NULL" if key and cell.value is None else _shown(cell) for key, cell in zip(keys, row, strict=True)]
+             for row in release.rows]  # a NULL key is a group of its own (null in JSON, empty in CSV)
     widths = [max(len(n), *(len(r[i]) for r in table)) if table else len(n) for i, n in enumerate(names)]
     print("  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)))
     for row in table:

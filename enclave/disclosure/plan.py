@@ -108,14 +108,15 @@ def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, ep
     query = rewritten.checked
     grouped = bool(query.keys)
     threshold = max(rules.suppression_threshold, manifest.suppression_threshold or 0)
-    public = public_groups(query, manifest, rules.limits.max_output_groups) if grouped else ((),)
+    limit = rules.limits.max_output_groups
+    public = public_groups(rewritten, manifest, limit) if grouped else ((),)
     if public is None:
-        sizes = [domain_size(key.expr, query, manifest) for key in query.keys]
-        if any(size is None for size in sizes) or math.prod(sizes) > rules.limits.max_output_groups:  # type: ignore[arg-type]
+        sizes = [domain_size(key.expr, query, manifest, limit) for key in rewritten.plan.keys]
+        if any(size is None for size in sizes) or math.prod(sizes) > limit:  # type: ignore[arg-type]
             raise PlanError("unbounded_group_keys", "Keys without a public key set must each be a boolean or a "
                             "bounded integer column, with at most "
-                            f"{rules.limits.max_output_groups} combinations; bucket others with CASE WHEN ... "
-                            "THEN 'label' (a CASE of literals is a public key set).")
+                            f"{limit} combinations; bucket others with CASE WHEN ... THEN 'label' (a CASE of "
+                            "literals, or an expression of columns with public key sets, has a public key set).")
 
     distinct: dict[tuple[str, str], Measure] = {}
     sources: dict[str, str] = {}

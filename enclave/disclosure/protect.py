@@ -1,8 +1,9 @@
 """protect: true aggregates in, released cells out. Noise, then suppression, then rounding.
 
-1. Groups: with public keys, every combination of them (a group nobody is in counts zero); otherwise
-   the groups whose noisy count of persons passes OpenDP's threshold. Groups outside the public set
-   (a NULL key, say) are never released.
+1. Groups: with public keys, every combination of them, NULL included (a group nobody is in counts
+   zero); otherwise the groups whose noisy count of persons passes OpenDP's threshold. A NULL key is a
+   key like any other (released as null: JSON null, an empty CSV field). A value outside a public key
+   set (which a manifest that is right never lets happen) is never released.
 2. Noise: each quantity of the plan, as one vector over those groups, through its OpenDP measurement.
 3. Suppression: a group whose noisy count of persons is below the threshold has every statistic
    suppressed (value null, reason given); its keys stay, so nothing disappears silently.

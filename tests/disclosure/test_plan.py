@@ -77,15 +77,23 @@ def test_person_count_sensitivity_agrees_with_opendp():
 
 
 def test_public_keys_release_every_group_others_need_the_threshold(rewritten, manifest, rules):
-    by_school = rewritten(QUERIES[0]).checked
-    assert len(public_groups(by_school, manifest, 5000)) == 20
+    by_school = rewritten(QUERIES[0])
+    assert len(public_groups(by_school, manifest, 5000)) == 21  # 20 schools and NULL
     chronic = rewritten("SELECT CASE WHEN days_absent >= 18 THEN 'chronic' ELSE 'not' END AS s, grade, COUNT(*) "
-                        "FROM enrollments GROUP BY 1, 2").checked
-    assert public_groups(chronic, manifest, 5000) == tuple((s, g) for s in ("chronic", "not") for g in range(13))
-    assert public_groups(rewritten(QUERIES[3]).checked, manifest, 5000) is None
+                        "FROM enrollments GROUP BY 1, 2")
+    assert public_groups(chronic, manifest, 5000) == tuple((s, g) for s in ("chronic", "not")
+                                                           for g in (*range(13), None))
+    assert public_groups(rewritten(QUERIES[3]), manifest, 5000) is None
     plan = plan_privacy(rewritten(QUERIES[3]), manifest, rules, 1.0)
     units = plan.quantity("__units")
     assert units.mechanism == "laplace_threshold"
     assert 0 < plan.delta <= rules.privacy.selection_delta
     assert plan.selection_threshold >= plan.suppression_threshold
     assert plan_privacy(rewritten(QUERIES[0]), manifest, rules, 1.0).delta == 0
+
+
+def test_the_group_limit_counts_the_null_groups(rewritten, manifest):
+    # 21 schools x 14 grades x 7 school years = 2,058 groups with NULL, 1,560 without
+    sql = "SELECT school, grade, school_year, COUNT(*) FROM enrollments GROUP BY 1, 2, 3"
+    assert len(public_groups(rewritten(sql), manifest, 2058)) == 2058
+    assert public_groups(rewritten(sql), manifest, 2057) is None
