@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from enclave.catalog.demo import DemoData, ensure_demo
@@ -50,3 +52,13 @@ def enclave(enclave_home: Path, demo_data: DemoData) -> Enclave:
     instance = Enclave(Settings(home=enclave_home, demo_children=TEST_CHILDREN))
     yield instance
     instance.close()
+
+
+@pytest.fixture(scope="session")
+def plain(demo_data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
+    """Plain DuckDB on a copy of the demo database: the unprotected engine that exact-value tests compare
+    with. A copy, because DuckDB shares one instance per file and the sandbox's configuration is locked."""
+    copy = tmp_path_factory.mktemp("plain-demo") / demo_data.database.name
+    shutil.copyfile(demo_data.database, copy)
+    with duckdb.connect(str(copy), read_only=True) as connection:
+        yield connection

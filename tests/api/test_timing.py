@@ -10,16 +10,13 @@ for it), and every charged query is answered at the deadline set from that worst
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import time
-from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
 
-from enclave.catalog.demo import DemoData
 from enclave.pipeline import Enclave, QueryError
 from enclave.policy.rules import Execution
 from tests.api.conftest import Service
@@ -33,12 +30,9 @@ REPEATS = 3
 
 
 @pytest.fixture(scope="module")
-def extremes(demo_data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, int]:
-    """The true minimum and maximum score, read with a plain connection on a copy of the demo."""
-    copy: Path = tmp_path_factory.mktemp("timing-db") / demo_data.database.name
-    shutil.copy(demo_data.database, copy)
-    with duckdb.connect(str(copy), read_only=True) as plain:
-        low, high = plain.execute("SELECT min(scale_score), max(scale_score) FROM assessments").fetchone()
+def extremes(plain: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """The true minimum and maximum score, read with plain DuckDB on a copy of the demo."""
+    low, high = plain.execute("SELECT min(scale_score), max(scale_score) FROM assessments").fetchone()
     return int(low), int(high)
 
 

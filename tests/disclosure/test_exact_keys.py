@@ -8,9 +8,7 @@ engine reads a copy of the demo database (DuckDB refuses a second configuration 
 from __future__ import annotations
 
 import json
-import shutil
 
-import duckdb
 import pytest
 
 from enclave.budget.ledger import grant
@@ -31,14 +29,6 @@ KEYS = {
 def sql_for(key: str) -> str:
     return (f"SELECT {key} AS k, COUNT(*) AS n, COUNT(DISTINCT person_id) AS persons, SUM(birth_year) AS s "
             "FROM children GROUP BY 1")
-
-
-@pytest.fixture(scope="module")
-def plain(demo_data, tmp_path_factory):
-    copy = tmp_path_factory.mktemp("plain") / "demo.duckdb"
-    shutil.copyfile(demo_data.database, copy)
-    with duckdb.connect(str(copy), read_only=True) as connection:
-        yield connection
 
 
 def test_the_demo_has_children_without_a_recorded_gender(plain):

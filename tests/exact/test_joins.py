@@ -7,23 +7,10 @@ the demo's contribution bounds, so the bounded answer must equal the plain one e
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import duckdb
 import pytest
 
-from enclave.catalog.demo import DemoData
 from enclave.pipeline import Enclave
-
-
-@pytest.fixture(scope="module")
-def plain(demo_data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
-    target: Path = tmp_path_factory.mktemp("plain-db") / demo_data.database.name
-    shutil.copy(demo_data.database, target)
-    connection = duckdb.connect(str(target), read_only=True)
-    yield connection
-    connection.close()
 
 
 def true_values(enclave: Enclave, sql: str) -> tuple[object, ...]:

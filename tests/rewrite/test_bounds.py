@@ -6,9 +6,6 @@ and more than 6 groups: both the fast path (persons within the bounds) and the w
 
 from __future__ import annotations
 
-import shutil
-
-import duckdb
 import pytest
 import sqlglot
 from sqlglot import exp
@@ -23,14 +20,6 @@ SQL = ("SELECT a.subject, e.grade, COUNT(*) AS n, SUM(e.days_absent) AS s, COUNT
 
 
 @pytest.fixture(scope="module")
-def connection(demo_data, tmp_path_factory):
-    copy = tmp_path_factory.mktemp("bounds") / "demo.duckdb"
-    shutil.copyfile(demo_data.database, copy)
-    with duckdb.connect(str(copy), read_only=True) as con:
-        yield con
-
-
-@pytest.fixture(scope="module")
 def tree(rules, manifest):
     return build(rewrite(check(SQL, rules, manifest).query, manifest, SALT).plan)
 
@@ -39,18 +28,18 @@ def ctes(tree: exp.Select) -> str:
     return tree.args["with_"].sql("duckdb")
 
 
-def test_no_person_contributes_more_than_the_bounds(connection, tree, manifest):
+def test_no_person_contributes_more_than_the_bounds(plain, tree, manifest):
     bounds = manifest.contribution_bounds
-    per_person = connection.execute(
+    per_person = plain.execute(
         f'{ctes(tree)} SELECT max(n), max(g), count(*) FROM (SELECT "__unit", sum("__n") AS n, count(*) AS g '
         'FROM "__bounded" GROUP BY "__unit")').fetchone()
     assert per_person[0] == bounds.max_rows_per_unit
     assert per_person[1] <= bounds.max_groups_per_unit
-    over = connection.execute(f'{ctes(tree)} SELECT count(DISTINCT "__unit") FROM "__over_rows"').fetchone()[0]
+    over = plain.execute(f'{ctes(tree)} SELECT count(DISTINCT "__unit") FROM "__over_rows"').fetchone()[0]
     assert over > 1000  # the windowed path is really exercised
 
 
-def test_cells_first_equals_windows_over_everyone(connection, tree, manifest):
+def test_cells_first_equals_windows_over_everyone(plain, tree, manifest):
     bounds = manifest.contribution_bounds
     rows = next(c for c in tree.args["with_"].expressions if c.alias == "__rows").this.sql("duckdb")
     reference = f"""
@@ -62,13 +51,13 @@ def test_cells_first_equals_windows_over_everyone(connection, tree, manifest):
         SELECT "__k0", "__k1", count(*), sum("__a1"), count(DISTINCT "__unit"), count(DISTINCT "__unit")
         FROM g GROUP BY ALL ORDER BY ALL"""
     rewritten = f"SELECT * FROM ({tree.sql('duckdb')}) ORDER BY ALL"
-    assert connection.execute(rewritten).fetchall() == connection.execute(reference).fetchall()
+    assert plain.execute(rewritten).fetchall() == plain.execute(reference).fetchall()
 
 
-def test_the_choice_of_rows_is_fixed_by_the_salt(connection, rules, manifest):
+def test_the_choice_of_rows_is_fixed_by_the_salt(plain, rules, manifest):
     def result(salt: int):
         sql = rewrite(check(SQL, rules, manifest).query, manifest, salt).sql
-        return connection.execute(f"SELECT * FROM ({sql}) ORDER BY ALL").fetchall()
+        return plain.execute(f"SELECT * FROM ({sql}) ORDER BY ALL").fetchall()
 
     assert result(SALT) == result(SALT)
     assert result(SALT) != result(SALT + 1)  # another salt chooses other rows of the persons over the bound
