@@ -71,15 +71,15 @@ def fresh(fresh_enclave):
 def test_the_release_has_every_public_group_and_the_missing_gender(key, expected, fresh, plain):
     release = fresh.query("alice", "demo", f"SELECT {key} AS k, COUNT(*) AS n FROM children GROUP BY 1 "
                           "ORDER BY k", 1.0)
-    assert [row[0].value for row in release.rows] == expected  # ORDER BY puts NULL last, as DuckDB does
+    # every public key, those nobody has included (suppression judges a group by its noisy count of persons,
+    # so a released count may lie below the threshold): none dropped; ORDER BY puts NULL last, as DuckDB does
+    assert [row[0].value for row in release.rows] == expected
     assert release.delta == 0
     truth = dict(plain.execute(f"SELECT {key}, COUNT(*) FROM children GROUP BY 1").fetchall())
     for key_cell, count in release.rows:
         if truth.get(key_cell.value, 0) > 100:  # far above the threshold: released, near the truth
             assert not count.suppressed
             assert abs(count.value - truth[key_cell.value]) < 200
-        if key_cell.value not in truth:  # a public key nobody has: released (mostly suppressed), never dropped
-            assert count.suppressed or count.value >= release.suppression_threshold
 
 
 def test_a_null_key_is_null_in_json_and_empty_in_csv(fresh):
