@@ -18,6 +18,8 @@ from pathlib import Path
 
 from enclave.access.keys import ROLES, ensure_principal, issue_key, revoke_key
 from enclave.audit.signing import load_public_key
+from enclave.audit.state import differences
+from enclave.audit.store import AuditStore, StoreError
 from enclave.audit.verify import verify_lines
 from enclave.budget.ledger import grant, revoke_grant
 from enclave.catalog.demo import ensure_demo
@@ -169,24 +171,52 @@ def _cmd_query(enclave: Enclave, args: argparse.Namespace) -> int:
                       args.format)
 
 
-def _cmd_audit(enclave: Enclave | None, args: argparse.Namespace) -> int:
+def _cmd_audit(store: AuditStore | None, args: argparse.Namespace) -> int:
+    """Export, checkpoint or verify; works on the store alone, so also on one the enclave refuses to run on."""
     if args.audit_command == "export":
         out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115 - stdout is not ours to close
         try:
-            written = enclave.audit.export(out, args.start, args.end)
+            written = store.export(out, args.start, args.end)  # type: ignore[union-attr]
         finally:
             if args.out:
                 out.close()
         print(f"exported {written} records", file=sys.stderr)
         return 0
+    if args.audit_command == "checkpoint":
+        signed = store.checkpoint_head()  # type: ignore[union-attr]
+        if signed is None:
+            print("the log is empty: nothing to checkpoint", file=sys.stderr)
+            return 1
+        Path(args.out).write_text(json.dumps(signed, sort_keys=True) + "\n")
+        body = signed["checkpoint"]
+        print(f"checkpoint at {body['size']} (root {body['root'][:16]}...) written to {args.out}",  # type: ignore[index]
+              file=sys.stderr)
+        return 0
     public = load_public_key(Path(args.public_key) if args.public_key else Settings().audit_path / "public-key.pem")
+    trusted = None
+    if args.trusted:
+        try:
+            trusted = json.loads(Path(args.trusted).read_text())
+        except (OSError, ValueError):
+            print(f"FAILED: the trusted checkpoint {args.trusted} cannot be read as JSON")
+            return 1
     if args.path:
         with open(args.path) as lines:
-            report = verify_lines(lines, public)
-    else:
-        report = verify_lines(_exported(enclave), public)
+            report = verify_lines(lines, public, trusted)
+        print(report.summary())
+        return 0 if report.ok else 1
+    buffer = io.StringIO()
+    store.export(buffer)  # type: ignore[union-attr]
+    report = verify_lines(buffer.getvalue().splitlines(), public, trusted)
     print(report.summary())
-    return 0 if report.ok else 1
+    found = differences(store)  # type: ignore[arg-type]
+    if found:
+        print(f"state: {len(found)} difference{'s' if len(found) != 1 else ''} between the live tables and the log")
+        for difference in found:
+            print(f"  {difference.line()}")
+    else:
+        print("state: ok, every governed table is the projection of the log")
+    return 0 if report.ok and not found else 1
 
 
 def _cmd_demo(enclave: Enclave, args: argparse.Namespace) -> int:
@@ -385,6 +415,10 @@ def parser() -> argparse.ArgumentParser:
     verify = audit_commands.add_parser("verify", help="verify an export offline (default: the live log)")
     verify.add_argument("path", nargs="?", help="a JSONL export; without it the live log is exported and checked")
     verify.add_argument("--public-key", help="PEM file of the signing key (default: the enclave's)")
+    verify.add_argument("--trusted", metavar="CHECKPOINT",
+                        help="a signed checkpoint kept earlier: fail unless the log extends it (catches truncation)")
+    head = audit_commands.add_parser("checkpoint", help="sign the head and write the latest signed checkpoint")
+    head.add_argument("--out", required=True, help="file to write (keep it: verify --trusted checks against it)")
     serve = commands.add_parser("serve", help="serve the HTTP API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -456,11 +490,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "schema":
         return _cmd_schema(args)
     if args.command == "serve":
-        return _cmd_serve(None, args)
+        try:
+            return _cmd_serve(None, args)
+        except StoreError as error:
+            print(error, file=sys.stderr)
+            return 2
     if args.command == "audit" and args.audit_command == "verify" and args.path:
         return _cmd_audit(None, args)  # offline: nothing but the file and the public key
-    enclave = Enclave(Settings())
-    handlers = {"check": _cmd_check, "query": _cmd_query, "audit": _cmd_audit, "demo": _cmd_demo,
+    try:
+        if args.command == "audit":
+            return _cmd_audit(Enclave.open_audit(Settings())[0], args)
+        enclave = Enclave(Settings())
+    except StoreError as error:  # one clear message with its remedy, never a traceback
+        print(error, file=sys.stderr)
+        return 2
+    handlers = {"check": _cmd_check, "query": _cmd_query, "demo": _cmd_demo,
                 "keys": _cmd_keys, "grants": _cmd_grants, "ingest": _cmd_ingest, "link": _cmd_link,
                 "quality": _cmd_quality, "consent": _cmd_consent}
     try:

@@ -177,7 +177,9 @@ def record_consent(enclave: Enclave, steward: str, dataset: str, changes: list[C
                                               for s in statements).encode()).hexdigest()
             event = tx.append("consent.imported", steward, "allow", [], dataset=dataset, source=source,
                               statements=len(statements), revocations=sum(s.action == "revoke" for s in statements),
-                              statements_sha256=digest)
+                              statements_sha256=digest, entries=[
+                                  [s.subject, s.purpose, s.action, s.given.isoformat() if s.given else None,
+                                   s.expires.isoformat() if s.expires else None] for s in statements])
         for statement in statements:
             registry.record(tx, dataset, statement, int(event["seq"]))
         reason = {"consent.given": "consent given", "consent.revoked": "consent revoked"}.get(

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from enclave.audit.records import sha256_text
 from enclave.audit.signing import Signer, public_pem
+from enclave.audit.state import ensure_consistent
 from enclave.audit.store import AuditStore
 from enclave.budget.ledger import BudgetError, Remaining, find_grant, grant, remaining, reserve, today
 from enclave.catalog import versions
@@ -173,17 +174,24 @@ class Enclave:
         self.settings = settings
         self.rules = load_rules(settings.rules_file)
         self.manifests = load_manifests(settings.datasets_dir, self.rules)
-        signer = Signer.load_or_create(settings.home / "secrets" / "audit-ed25519.pem")
-        self.audit = AuditStore(settings.audit_path / "log.sqlite3", signer, settings.checkpoint_every)
-        public = settings.audit_path / "public-key.pem"
-        if not public.exists() or public.read_bytes() != public_pem(signer.public):
-            public.write_bytes(public_pem(signer.public))
-        self.public_key_path = public
+        self.audit, self.public_key_path = self.open_audit(settings)
+        ensure_consistent(self.audit)  # never serve on governed state the log does not explain
         self._sandboxes: dict[str, Sandbox] = {}
         self._identities: dict[str, IdentityStore] = {}
         self._snapshots: OrderedDict[tuple[str, str, str, dt.date], ConsentSnapshot] = OrderedDict()
         self._lock = threading.RLock()
         self._slots = Slots(settings.home / "run", self.rules.execution.concurrency)
+
+    @staticmethod
+    def open_audit(settings: Settings) -> tuple[AuditStore, Path]:
+        """The audit store and the public key beside it, without the start-up state check: what
+        `enclave audit` needs to export, checkpoint and verify a store the enclave refuses to run on."""
+        signer = Signer.load_or_create(settings.home / "secrets" / "audit-ed25519.pem")
+        store = AuditStore(settings.audit_path / "log.sqlite3", signer, settings.checkpoint_every)
+        public = settings.audit_path / "public-key.pem"
+        if not public.exists() or public.read_bytes() != public_pem(signer.public):
+            public.write_bytes(public_pem(signer.public))
+        return store, public
 
     def manifest(self, dataset: str) -> Manifest:
         try:

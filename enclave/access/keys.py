@@ -54,9 +54,10 @@ def issue_key(tx: Transaction, pepper: bytes, actor: str, principal: str) -> str
     if tx.connection.execute("SELECT 1 FROM principals WHERE name = ?", (principal,)).fetchone() is None:
         raise LookupError(f"no principal named {principal!r}")
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
-    record = tx.append("key.issued", actor, "allow", [], principal=principal, key_id=key_id)
+    digest = _digest(pepper, secret)  # recorded so the key table can be checked against the log
+    record = tx.append("key.issued", actor, "allow", [], principal=principal, key_id=key_id, digest=digest)
     tx.connection.execute("INSERT INTO api_keys (key_id, principal, digest, seq) VALUES (?, ?, ?, ?)",
-                          (key_id, principal, _digest(pepper, secret), record["seq"]))
+                          (key_id, principal, digest, record["seq"]))
     return f"{PREFIX}_{key_id}_{secret}"
 
 

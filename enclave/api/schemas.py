@@ -177,6 +177,7 @@ class VerifyOut(BaseModel):
     records: int
     checkpoints: int
     problem: str | None = None
+    differences: list[str] = []  # live governed tables vs the log's projection, one line each
 
 
 class DeliveredFileOut(BaseModel):

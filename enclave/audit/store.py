@@ -111,7 +111,7 @@ class Transaction:
         return signed
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6  # 6: records carry every field the governed tables are rebuilt from
 
 
 class StoreError(RuntimeError):
@@ -168,6 +168,14 @@ class AuditStore:
             rows = connection.execute("SELECT hash, record FROM events WHERE seq >= ? AND seq <= ? ORDER BY seq",
                                       (start, end if end is not None else 2**62)).fetchall()
         return [{**json.loads(record), "hash": digest} for digest, record in rows]
+
+    def checkpoint_head(self) -> dict[str, object] | None:
+        """Sign the head (unless it is signed already) and return the latest signed checkpoint, the one an
+        auditor keeps to check later exports against (`enclave audit verify --trusted`)."""
+        with self.transaction() as tx:
+            tx.checkpoint()
+        found = self.checkpoints()
+        return found[-1] if found else None
 
     def checkpoints(self) -> list[dict[str, object]]:
         with self.reading() as connection:

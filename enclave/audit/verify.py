@@ -4,6 +4,12 @@ Checks, in order, and names the first record or checkpoint that fails: sequence 
 no reordering), each record's hash, each record's link to the one before, each checkpoint's Ed25519
 signature and key, each checkpoint's Merkle root over the records it covers, and that the last record
 is covered by a signed checkpoint (otherwise a tail could be cut off or rewritten unnoticed).
+
+A log cut back to an earlier checkpoint is a shorter signed log, which nothing in the export alone can
+tell apart from the real one. A `trusted` checkpoint (one the auditor kept earlier, `enclave audit
+checkpoint --out head.json`) closes that: the export must hold at least its `size` records, and the
+RFC 9162 root over its first `size` leaves (the prefix's leaves included) must be the signed root. With
+the full prefix at hand, recomputing that root is the consistency check; no proof is needed.
 """
 
 from __future__ import annotations
@@ -26,15 +32,20 @@ class Report:
     checkpoints: int
     problem: str | None = None
     line: int | None = None
+    trusted: int | None = None
 
     def summary(self) -> str:
         if self.ok:
-            return f"ok: {self.records} records, {self.checkpoints} signed checkpoints verified"
+            consistent = f"; consistent with the trusted checkpoint at {self.trusted}" if self.trusted else ""
+            return f"ok: {self.records} records, {self.checkpoints} signed checkpoints verified{consistent}"
+        if self.line is None:
+            return f"FAILED: {self.problem}"
         return f"FAILED at line {self.line}: {self.problem}"
 
 
-def verify_lines(lines: Iterable[str], public: Ed25519PublicKey) -> Report:
-    """Verify an export (JSONL lines, as `enclave audit export` writes them)."""
+def verify_lines(lines: Iterable[str], public: Ed25519PublicKey, trusted: object = None) -> Report:
+    """Verify an export (JSONL lines, as `enclave audit export` writes them), and that it extends the
+    `trusted` signed checkpoint (as `enclave audit checkpoint` writes it) when one is given."""
     state = _State()
     number = 0
 
@@ -59,7 +70,31 @@ def verify_lines(lines: Iterable[str], public: Ed25519PublicKey) -> Report:
         return failed("no records")
     if state.covered != state.expected_seq - 1:
         return failed(f"records {state.covered + 1}..{state.expected_seq - 1} are not covered by a signed checkpoint")
-    return Report(True, state.records, state.checkpoints)
+    if trusted is None:
+        return Report(True, state.records, state.checkpoints)
+    try:
+        problem = _check_trusted(trusted, state.leaves, public)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        problem = "the trusted checkpoint is malformed"
+    if problem is not None:
+        return Report(False, state.records, state.checkpoints, problem)
+    return Report(True, state.records, state.checkpoints, trusted=int(trusted["checkpoint"]["size"]))  # type: ignore[index]
+
+
+def _check_trusted(trusted: dict, leaves: list[bytes], public: Ed25519PublicKey) -> str | None:
+    """Whether the log's first `size` leaves are the ones the trusted checkpoint signed."""
+    body, signature = trusted["checkpoint"], str(trusted.get("signature", ""))
+    size = body["size"]
+    if body.get("key_id") != key_id(public):
+        return "the trusted checkpoint is signed by another key"
+    if not verify_signature(public, canonical(body), signature) or not isinstance(size, int):
+        return "the trusted checkpoint has an invalid signature"
+    if len(leaves) < size:
+        return (f"the log is shorter than the trusted checkpoint: {len(leaves)} records, the checkpoint signed "
+                f"{size} (truncated)")
+    if root_of_hashes(leaves[:size]).hex() != body.get("root"):
+        return f"records 1..{size} are not the ones the trusted checkpoint signed (rewritten)"
+    return None
 
 
 @dataclass

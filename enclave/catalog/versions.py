@@ -50,7 +50,8 @@ def record(tx: Transaction, actor: str, dataset: str, reason: str, *, build: str
                                         (dataset,)).fetchone()[0]
     made = DataVersion(dataset, (before.version if before else 0) + 1, build, database, consent_seq)
     event = tx.append("data.version", actor, "allow", [], dataset=dataset, data_version=made.label,
-                      reason=reason, build=build, consent_seq=consent_seq, **({"rows": rows} if rows else {}))
+                      version=made.version, reason=reason, build=build, database=str(database),
+                      consent_seq=consent_seq, **({"rows": rows} if rows else {}))
     tx.connection.execute("INSERT INTO data_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
                           (dataset, made.version, build, str(database), reason, consent_seq, event["seq"]))
     return made

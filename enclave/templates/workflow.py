@@ -15,6 +15,7 @@ from typing import Literal
 
 import sqlglot
 
+from enclave.audit.state import approvals_text, template_body
 from enclave.audit.store import Transaction
 from enclave.disclosure.plan import PlanError
 from enclave.disclosure.release import Release
@@ -63,11 +64,13 @@ def propose(enclave: Enclave, proposer: str, spec: TemplateSpec) -> Template:
     except PlanError as error:
         raise QueryError(error.code, error.message) from None
     with enclave.audit.transaction() as tx:
+        body = spec.model_dump(mode="json")
         cursor = tx.connection.execute("INSERT INTO templates (body, proposer, status, seq) VALUES (?, ?, ?, 0)",
-                                       (spec.model_dump_json(), proposer, "proposed"))
+                                       (template_body(body), proposer, "proposed"))
         template_id = int(cursor.lastrowid)
-        tx.append("template.proposed", proposer, "allow", [], template_id=template_id, dataset=spec.dataset,
-                  template=spec.model_dump(mode="json"))
+        record = tx.append("template.proposed", proposer, "allow", [], template_id=template_id,
+                           dataset=spec.dataset, template=body)
+        tx.connection.execute("UPDATE templates SET seq = ? WHERE id = ?", (record["seq"], template_id))
         return find(tx, template_id)  # type: ignore[return-value]
 
 
@@ -97,7 +100,7 @@ def review(enclave: Enclave, reviewer: str, template_id: int, action: Literal["a
         record = tx.append(event, reviewer, "allow" if action == "approve" else "deny", [reason],
                            template_id=template_id, status=status, approvals=list(approvals))
         tx.connection.execute("UPDATE templates SET status = ?, approvals = ?, seq = ? WHERE id = ?",
-                              (status, json.dumps(list(approvals)), record["seq"], template_id))
+                              (status, approvals_text(approvals), record["seq"], template_id))
         return find(tx, template_id)  # type: ignore[return-value]
 
 

@@ -12,6 +12,7 @@ from enclave.api.deps import Auditor, EnclaveDep
 from enclave.api.errors import TEXT_ROUTE_ERRORS
 from enclave.api.schemas import EventsOut, VerifyOut
 from enclave.audit.signing import load_public_key
+from enclave.audit.state import differences
 from enclave.audit.verify import verify_lines
 
 router = APIRouter(prefix="/v1/audit", tags=["auditor"])
@@ -60,7 +61,9 @@ def verify_log(enclave: EnclaveDep, principal: Auditor) -> VerifyOut:
     buffer = io.StringIO()
     enclave.audit.export(buffer)
     report = verify_lines(buffer.getvalue().splitlines(), load_public_key(enclave.public_key_path))
-    return VerifyOut(ok=report.ok, records=report.records, checkpoints=report.checkpoints, problem=report.problem)
+    found = [d.line() for d in differences(enclave.audit)]
+    return VerifyOut(ok=report.ok and not found, records=report.records, checkpoints=report.checkpoints,
+                     problem=report.problem, differences=found)
 
 
 @router.get("/checkpoints", operation_id="auditor-list-checkpoints", response_model=list[dict[str, object]])
