@@ -26,6 +26,7 @@ import duckdb
 from sqlglot import exp
 
 from enclave.catalog.manifest import Key
+from enclave.execute.sandbox import locked_connection
 
 KeyValue = Key | float | None
 ColumnKeys = tuple[str, tuple[Key, ...]]  # (SQL type, public keys without NULL)
@@ -37,25 +38,10 @@ PLAIN = (str, bool, int, float)  # what a released key cell may hold (enclave.di
 
 @contextmanager
 def connection() -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory DuckDB with external access off and its configuration locked (see execute.sandbox).
-
-    Division by zero is NULL, as in the sandbox, so an expression means here what it means there.
-    """
-    connection = duckdb.connect(":memory:", config={
-        "enable_external_access": False,
-        "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False,
-        "allow_community_extensions": False,
-        "allow_unsigned_extensions": False,
-        "max_temp_directory_size": "0GB",
-        "temp_directory": "",
-        "memory_limit": "256MB",
-        "threads": 1,
-    })
+    """An in-memory DuckDB locked down as the sandbox is (execute.sandbox.locked_connection): an
+    expression, division by zero included, means here what it means there."""
+    connection = locked_connection(":memory:", 256, 1, 5.0)
     try:
-        connection.execute("SET max_execution_time = 5000")
-        connection.execute("SET error_on_division_by_zero = false")
-        connection.execute("SET lock_configuration = true")  # last: nothing can change the above now
         yield connection
     finally:
         connection.close()

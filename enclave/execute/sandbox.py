@@ -60,6 +60,29 @@ class RawResult:
     rows: tuple[tuple[object, ...], ...]
 
 
+def locked_connection(database: str, memory_limit_mb: int, threads: int,
+                      timeout_seconds: float) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection (read-only on a file, or ":memory:") with every lock-down setting of the
+    module docstring applied and the configuration locked. The sandbox's, and the one public key
+    domains are evaluated in (enclave.disclosure.domains), so an expression means the same in both."""
+    connection = duckdb.connect(database, read_only=database != ":memory:", config={
+        "enable_external_access": False,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+        "allow_unsigned_extensions": False,
+        "memory_limit": f"{memory_limit_mb}MB",
+        "max_temp_directory_size": "0GB",
+        "temp_directory": "",
+        "threads": threads,
+    })
+    connection.execute(f"SET GLOBAL max_execution_time = {int(timeout_seconds * 1000)}")
+    connection.execute("SET GLOBAL error_on_division_by_zero = false")
+    connection.execute("SET GLOBAL disabled_optimizers = 'common_subexpressions'")
+    connection.execute("SET lock_configuration = true")  # last: nothing can change the above now
+    return connection
+
+
 def _round_up(rows: int) -> int:
     """`rows` rounded up to two significant digits (64,529 -> 65,000)."""
     step = 10 ** max(len(str(rows)) - 2, 0)
@@ -103,23 +126,8 @@ class Sandbox:
         return self._table_rows
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        connection = duckdb.connect(str(self.database), read_only=True, config={
-            "enable_external_access": False,
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "allow_community_extensions": False,
-            "allow_unsigned_extensions": False,
-            "memory_limit": f"{self.execution.memory_limit_mb}MB",
-            "max_temp_directory_size": "0GB",
-            "temp_directory": "",
-            "threads": self.execution.threads,
-        })
-        milliseconds = int(self.execution.timeout_seconds * 1000)
-        connection.execute(f"SET GLOBAL max_execution_time = {milliseconds}")
-        connection.execute("SET GLOBAL error_on_division_by_zero = false")
-        connection.execute("SET GLOBAL disabled_optimizers = 'common_subexpressions'")
-        connection.execute("SET lock_configuration = true")  # last: nothing can change the above now
-        return connection
+        return locked_connection(str(self.database), self.execution.memory_limit_mb, self.execution.threads,
+                                 self.execution.timeout_seconds)
 
     def close(self) -> None:
         """Release this sandbox's share of the connection (once: closing twice changes nothing)."""
