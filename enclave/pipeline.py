@@ -27,10 +27,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from enclave.audit.postgres import PostgresBackend
 from enclave.audit.records import sha256_text
 from enclave.audit.signing import Signer, public_pem
+from enclave.audit.sqlite import SqliteBackend
 from enclave.audit.state import ensure_consistent
-from enclave.audit.store import AuditStore
+from enclave.audit.store import AuditStore, Backend
 from enclave.budget.ledger import BudgetError, Remaining, find_grant, grant, remaining, reserve, today
 from enclave.catalog import versions
 from enclave.catalog.demo import DEFAULT_SEED, demo_key, ensure_demo
@@ -169,6 +171,14 @@ def _stage(timings: dict[str, float] | None, name: str) -> Iterator[None]:
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 
 
+def open_backend(settings: Settings) -> Backend:
+    """The state store's database: PostgreSQL when `database_url` is set, else SQLite under audit_path."""
+    if settings.database_url:
+        return PostgresBackend(settings.database_url, settings.admin_database_url,
+                               pool_size=settings.database_pool_size, separate_owner=settings.mode == "production")
+    return SqliteBackend(settings.audit_path / "log.sqlite3")
+
+
 class Enclave:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -187,7 +197,7 @@ class Enclave:
         """The audit store and the public key beside it, without the start-up state check: what
         `enclave audit` needs to export, checkpoint and verify a store the enclave refuses to run on."""
         signer = Signer.load_or_create(settings.home / "secrets" / "audit-ed25519.pem")
-        store = AuditStore(settings.audit_path / "log.sqlite3", signer, settings.checkpoint_every)
+        store = AuditStore(open_backend(settings), signer, settings.checkpoint_every)
         public = settings.audit_path / "public-key.pem"
         if not public.exists() or public.read_bytes() != public_pem(signer.public):
             public.write_bytes(public_pem(signer.public))
@@ -496,3 +506,4 @@ class Enclave:
             for store in self._identities.values():
                 store.close()
             self._identities.clear()
+            self.audit.close()

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
                                   "file upload accepted (all files of one request together).")
     rate_limit: str = Field(default="120/minute", description="Requests per API key (limits notation).")
     redis_url: str | None = Field(default=None, description="Redis for rate limits across workers.")
+    database_url: str | None = Field(default=None, description="PostgreSQL state store (postgresql://...), as "
+                                     "the enclave's own role; unset: the embedded SQLite store under audit_dir.")
+    admin_database_url: str | None = Field(default=None, description="The role that owns the PostgreSQL "
+                                           "schema: used only to migrate it and grant the enclave's role.")
+    database_pool_size: int = Field(default=8, ge=1, description="PostgreSQL connections per process.")
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

@@ -12,9 +12,29 @@ from enclave.catalog.demo import DemoData, ensure_demo
 from enclave.catalog.manifest import Manifest, load_manifest
 from enclave.pipeline import Enclave
 from enclave.policy import Rules, load_rules
-from enclave.settings import PROJECT_ROOT, Settings
+from enclave.settings import PROJECT_ROOT
+from tests import stores
 
 TEST_CHILDREN = 20_000
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store", choices=stores.BACKENDS, default="sqlite",
+                     help="the state store every enclave in the suite runs on (tests/stores.py)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    stores.selected = config.getoption("--store")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stores.drop_schemas()
+
+
+@pytest.fixture(params=stores.BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """Both stores, whichever the suite runs on: for the tests of the store's own guarantees."""
+    return request.param
 
 
 @pytest.fixture(scope="session")
@@ -42,14 +62,14 @@ def fresh_enclave(tmp_path: Path, demo_data: DemoData) -> Enclave:
     """An enclave with its own log, budget and secrets; the demo database is shared, read-only."""
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / demo_data.directory.name).symlink_to(demo_data.directory)
-    instance = Enclave(Settings(home=tmp_path, demo_children=TEST_CHILDREN))
+    instance = Enclave(stores.settings(tmp_path, demo_children=TEST_CHILDREN))
     yield instance
     instance.close()
 
 
 @pytest.fixture(scope="session")
 def enclave(enclave_home: Path, demo_data: DemoData) -> Enclave:
-    instance = Enclave(Settings(home=enclave_home, demo_children=TEST_CHILDREN))
+    instance = Enclave(stores.settings(enclave_home, demo_children=TEST_CHILDREN))
     yield instance
     instance.close()
 

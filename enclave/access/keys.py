@@ -45,7 +45,8 @@ def ensure_principal(tx: Transaction, actor: str, name: str, roles: set[str]) ->
     if roles <= held:
         return
     record = tx.append("principal.roles", actor, "allow", [], principal=name, roles=sorted(held | roles))
-    tx.connection.execute("INSERT OR REPLACE INTO principals (name, roles, seq) VALUES (?, ?, ?)",
+    tx.connection.execute("INSERT INTO principals (name, roles, seq) VALUES (?, ?, ?) "
+                          "ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, seq = excluded.seq",
                           (name, ",".join(sorted(held | roles)), record["seq"]))
 
 

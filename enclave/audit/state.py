@@ -19,12 +19,11 @@ API key digests are compared, never printed ("digest differs").
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from enclave.audit.records import canonical, sha256_text
-from enclave.audit.store import AuditStore, StoreError
+from enclave.audit.store import AuditStore, Connection, StoreError
 
 Row = dict[str, object]
 State = dict[str, dict[tuple, Row]]
@@ -191,7 +190,7 @@ def project(records: Iterable[dict]) -> State:
     return state
 
 
-def live_state(connection: sqlite3.Connection) -> State:
+def live_state(connection: Connection) -> State:
     """The governed tables as they are, in the shape `project` returns."""
     state: State = {}
     for table, (keys, columns) in TABLES.items():
@@ -232,13 +231,9 @@ def differences(store: AuditStore) -> list[Difference]:
     """Fold the whole log and compare it with the live tables, in one read snapshot (so a concurrent writer,
     which changes both together, is never half seen)."""
     with store.reading() as connection:
-        connection.execute("BEGIN")
-        try:
-            records = (json.loads(text) for (text,) in connection.execute("SELECT record FROM events ORDER BY seq"))
-            expected = project(records)
-            found = live_state(connection)
-        finally:
-            connection.execute("ROLLBACK")
+        records = (json.loads(text) for (text,) in connection.execute("SELECT record FROM events ORDER BY seq"))
+        expected = project(records)
+        found = live_state(connection)
     return compare(expected, found)
 
 

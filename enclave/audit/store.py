@@ -1,75 +1,31 @@
-"""The embedded audit store: an append-only, hash-chained log in SQLite, with the state it governs.
+"""The audit store: an append-only, hash-chained log, with the state it governs, on one database.
 
-One SQLite database holds the log (events), its signed checkpoints, and the privacy state that the log
-is the system of record for: grants, budget charges, released answers, data versions and consents.
-Keeping them together makes
-write-ahead exact: a charge and the record of it commit in one transaction, before the query executes,
-or neither does. Each transaction opens its own connection with `BEGIN IMMEDIATE` (one writer at a
-time, across threads and processes), WAL journaling and `synchronous=FULL` (committed means on disk).
-
-Triggers refuse UPDATE and DELETE on events; someone editing the file directly is caught by `verify`.
+One database holds the log (events), its signed checkpoints, and the privacy state that the log is the
+system of record for: grants, budget charges, released answers, data versions and consents. Keeping
+them together makes write-ahead exact: a charge and the record of it commit in one transaction, before
+the query executes, or neither does. The database is a backend: SQLite for the embedded enclave
+(`enclave.audit.sqlite`), PostgreSQL for a service of several processes and hosts
+(`enclave.audit.postgres`). Both serialise writers, make a commit durable, and refuse UPDATE and DELETE
+on the log in the database itself (`enclave.audit.migrations`); someone editing the database directly is
+caught by `verify`. Every module that keeps state writes the same SQL for both, with `?` placeholders.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TextIO
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol, TextIO
 
 from enclave.audit.merkle import leaf_hash, root_of_hashes
 from enclave.audit.records import GENESIS, canonical, now, record_hash
 from enclave.audit.signing import Signer, key_id
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, record TEXT NOT NULL);
-CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, record TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS grants (
-    researcher TEXT NOT NULL, dataset TEXT NOT NULL, epsilon_cap INTEGER NOT NULL, delta_cap INTEGER NOT NULL,
-    purpose TEXT NOT NULL DEFAULT '', starts TEXT NOT NULL DEFAULT '', expires TEXT NOT NULL DEFAULT '',
-    adhoc INTEGER NOT NULL DEFAULT 1, revoked INTEGER NOT NULL DEFAULT 0,
-    seq INTEGER NOT NULL, PRIMARY KEY (researcher, dataset));
-CREATE TABLE IF NOT EXISTS templates (
-    id INTEGER PRIMARY KEY, body TEXT NOT NULL, proposer TEXT NOT NULL, status TEXT NOT NULL,
-    approvals TEXT NOT NULL DEFAULT '[]', seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS template_runs (
-    template_id INTEGER NOT NULL, researcher TEXT NOT NULL, query_id TEXT NOT NULL, seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS principals (name TEXT PRIMARY KEY, roles TEXT NOT NULL, seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY, principal TEXT NOT NULL, digest TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,
-    seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS charges (
-    query_id TEXT PRIMARY KEY, researcher TEXT NOT NULL, dataset TEXT NOT NULL,
-    epsilon INTEGER NOT NULL, delta INTEGER NOT NULL, seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS data_versions (
-    dataset TEXT NOT NULL, version INTEGER NOT NULL, build TEXT NOT NULL, database TEXT NOT NULL,
-    reason TEXT NOT NULL, consent_seq INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (dataset, version));
-CREATE TABLE IF NOT EXISTS consents (
-    id INTEGER PRIMARY KEY, dataset TEXT NOT NULL, subject TEXT NOT NULL, purpose TEXT NOT NULL,
-    action TEXT NOT NULL CHECK (action IN ('give', 'revoke')), given TEXT, expires TEXT, seq INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS consents_by_purpose ON consents (dataset, purpose, subject, id);
-CREATE TRIGGER IF NOT EXISTS consents_append_only_update BEFORE UPDATE ON consents
-    BEGIN SELECT RAISE(ABORT, 'the consent registry is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS consents_append_only_delete BEFORE DELETE ON consents
-    BEGIN SELECT RAISE(ABORT, 'the consent registry is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS data_versions_append_only_update BEFORE UPDATE ON data_versions
-    BEGIN SELECT RAISE(ABORT, 'data versions are append-only'); END;
-CREATE TABLE IF NOT EXISTS releases (
-    request_key TEXT PRIMARY KEY, query_id TEXT NOT NULL, researcher TEXT NOT NULL, status TEXT NOT NULL,
-    payload TEXT, claimed_at REAL NOT NULL, seq INTEGER);
-"""
-
 
 class Transaction:
     """One write transaction: append records, checkpoint, and read or change the governed state."""
 
-    def __init__(self, connection: sqlite3.Connection, store: AuditStore) -> None:
+    def __init__(self, connection: Connection, store: AuditStore) -> None:
         self.connection = connection
         self._store = store
 
@@ -111,57 +67,53 @@ class Transaction:
         return signed
 
 
-SCHEMA_VERSION = 6  # 6: records carry every field the governed tables are rebuilt from
-
-
 class StoreError(RuntimeError):
     """The store cannot be used as it is (for example, it was written by another schema version)."""
 
 
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """What the modules that keep state see of a database connection: `?` placeholders on both backends."""
+
+    def execute(self, sql: str, parameters: Sequence[object] = ..., /) -> Cursor: ...
+
+
+class Backend(Protocol):
+    """Where the store lives: SQLite (`enclave.audit.sqlite`) or PostgreSQL (`enclave.audit.postgres`)."""
+
+    kind: str
+
+    def write(self) -> AbstractContextManager[Connection]:
+        """One write transaction, serialised with every other writer in every process, durable on exit."""
+
+    def read(self) -> AbstractContextManager[Connection]:
+        """One consistent read-only snapshot."""
+
+    def close(self) -> None: ...
+
+
 class AuditStore:
-    def __init__(self, path: Path, signer: Signer, checkpoint_every: int = 64) -> None:
-        self.path = path
+    def __init__(self, backend: Backend, signer: Signer, checkpoint_every: int = 64) -> None:
+        self.backend = backend
         self.signer = signer
         self.checkpoint_every = checkpoint_every
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as connection:
-            connection.execute("PRAGMA journal_mode = WAL")
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            has_tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if has_tables and version != SCHEMA_VERSION:
-                raise StoreError(f"{path} has schema version {version}; this enclave needs {SCHEMA_VERSION}. "
-                                 "Export and verify the old log, then start a new store.")
-            connection.executescript(SCHEMA)
-            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        connection.execute("PRAGMA synchronous = FULL")
-        connection.execute("PRAGMA busy_timeout = 60000")
-        return connection
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """BEGIN IMMEDIATE ... COMMIT: serialised with every other writer, durable once it returns."""
-        connection = self._connect()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield Transaction(connection, self)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
-        finally:
-            connection.close()
+        """One write transaction: serialised with every other writer, durable once it returns."""
+        with self.backend.write() as connection:
+            yield Transaction(connection, self)
 
-    @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
-        connection = self._connect()
-        try:
-            yield connection
-        finally:
-            connection.close()
+    def reading(self) -> AbstractContextManager[Connection]:
+        return self.backend.read()
+
+    def close(self) -> None:
+        self.backend.close()
 
     def records(self, start: int = 1, end: int | None = None) -> list[dict[str, object]]:
         with self.reading() as connection:

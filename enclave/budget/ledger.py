@@ -79,8 +79,11 @@ def grant(tx: Transaction, actor: str, researcher: str, dataset: str, epsilon_ca
                        epsilon_cap=epsilon_cap, delta_cap=delta_cap,
                        epsilon_cap_units=epsilon_units(epsilon_cap), delta_cap_units=delta_units(delta_cap))
     tx.connection.execute(
-        "INSERT OR REPLACE INTO grants (researcher, dataset, epsilon_cap, delta_cap, purpose, starts, expires, adhoc,"
-        " revoked, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+        "INSERT INTO grants (researcher, dataset, epsilon_cap, delta_cap, purpose, starts, expires, adhoc, revoked,"
+        " seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (researcher, dataset) DO UPDATE SET"
+        " epsilon_cap = excluded.epsilon_cap, delta_cap = excluded.delta_cap, purpose = excluded.purpose,"
+        " starts = excluded.starts, expires = excluded.expires, adhoc = excluded.adhoc, revoked = 0,"
+        " seq = excluded.seq",
         (researcher, dataset, epsilon_units(epsilon_cap), delta_units(delta_cap), purpose, str(starts or ""),
          str(expires or ""), int(adhoc), record["seq"]))
 
@@ -121,7 +124,8 @@ def _remaining_units(tx: Transaction, researcher: str, dataset: str) -> tuple[in
     if row is None:
         return None
     spent = tx.connection.execute(
-        "SELECT coalesce(sum(epsilon), 0), coalesce(sum(delta), 0) FROM charges WHERE researcher = ? AND dataset = ?",
+        "SELECT CAST(coalesce(sum(epsilon), 0) AS BIGINT), CAST(coalesce(sum(delta), 0) AS BIGINT) FROM charges "
+        "WHERE researcher = ? AND dataset = ?",
         (researcher, dataset)).fetchone()
     return row[0] - spent[0], row[1] - spent[1]
 
@@ -159,8 +163,8 @@ def reserve(tx: Transaction, researcher: str, dataset: str, epsilon: float, delt
 
 
 def live_totals(tx: Transaction) -> dict[tuple[str, str], tuple[int, int]]:
-    rows = tx.connection.execute("SELECT researcher, dataset, sum(epsilon), sum(delta) FROM charges "
-                                 "GROUP BY researcher, dataset").fetchall()
+    rows = tx.connection.execute("SELECT researcher, dataset, CAST(sum(epsilon) AS BIGINT), CAST(sum(delta) AS BIGINT) "
+                                 "FROM charges GROUP BY researcher, dataset").fetchall()
     return {(r, d): (e, dl) for r, d, e, dl in rows}
 
 

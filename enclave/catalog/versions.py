@@ -8,11 +8,10 @@ goes into every query's audit record, so an answer is never replayed across a ch
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from enclave.audit.store import Transaction
+from enclave.audit.store import Connection, Transaction
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ def _row(dataset: str, row: tuple) -> DataVersion:
     return DataVersion(dataset, row[0], row[1], Path(row[2]), row[3])
 
 
-def current(connection: sqlite3.Connection, dataset: str) -> DataVersion | None:
+def current(connection: Connection, dataset: str) -> DataVersion | None:
     row = connection.execute("SELECT version, build, database, consent_seq FROM data_versions WHERE dataset = ? "
                              "ORDER BY version DESC LIMIT 1", (dataset,)).fetchone()
     return _row(dataset, row) if row else None

@@ -14,11 +14,10 @@ A person counts for purpose P on day D when that latest statement gives consent 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from dataclasses import dataclass
 from typing import Literal
 
-from enclave.audit.store import Transaction
+from enclave.audit.store import Connection, Transaction
 
 Action = Literal["give", "revoke"]
 
@@ -35,14 +34,15 @@ class Statement:
 def record(tx: Transaction, dataset: str, statement: Statement, seq: int) -> int:
     """Append one statement (after its audit record `seq`); returns its id, the consent sequence."""
     cursor = tx.connection.execute(
-        "INSERT INTO consents (dataset, subject, purpose, action, given, expires, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO consents (dataset, subject, purpose, action, given, expires, seq) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "RETURNING id",
         (dataset, statement.subject, statement.purpose, statement.action,
          statement.given.isoformat() if statement.given else None,
          statement.expires.isoformat() if statement.expires else None, seq))
-    return int(cursor.lastrowid or 0)
+    return int(cursor.fetchone()[0])
 
 
-def latest(connection: sqlite3.Connection, dataset: str, purpose: str, upto: int) -> list[tuple]:
+def latest(connection: Connection, dataset: str, purpose: str, upto: int) -> list[tuple]:
     """(subject, id, action, given, expires) of the latest statement per subject, among ids <= upto."""
     return connection.execute(
         """SELECT subject, id, action, given, expires FROM consents c WHERE dataset = ? AND purpose = ? AND id <= ?

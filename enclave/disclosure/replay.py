@@ -44,8 +44,11 @@ def is_live(claim: Claim) -> bool:
 
 
 def claim(tx: Transaction, key: str, query_id: str, researcher: str) -> None:
-    tx.connection.execute("INSERT OR REPLACE INTO releases (request_key, query_id, researcher, status, payload, "
-                          "claimed_at) VALUES (?, ?, ?, 'pending', NULL, ?)", (key, query_id, researcher, time.time()))
+    tx.connection.execute("INSERT INTO releases (request_key, query_id, researcher, status, payload, claimed_at) "
+                          "VALUES (?, ?, ?, 'pending', NULL, ?) ON CONFLICT (request_key) DO UPDATE SET "
+                          "query_id = excluded.query_id, researcher = excluded.researcher, status = 'pending', "
+                          "payload = NULL, claimed_at = excluded.claimed_at, seq = NULL",
+                          (key, query_id, researcher, time.time()))
 
 
 def of_researcher(tx: Transaction, researcher: str) -> list[tuple[str, str, str | None]]:

@@ -65,9 +65,9 @@ def propose(enclave: Enclave, proposer: str, spec: TemplateSpec) -> Template:
         raise QueryError(error.code, error.message) from None
     with enclave.audit.transaction() as tx:
         body = spec.model_dump(mode="json")
-        cursor = tx.connection.execute("INSERT INTO templates (body, proposer, status, seq) VALUES (?, ?, ?, 0)",
-                                       (template_body(body), proposer, "proposed"))
-        template_id = int(cursor.lastrowid)
+        template_id = int(tx.connection.execute(
+            "INSERT INTO templates (body, proposer, status, seq) VALUES (?, ?, ?, 0) RETURNING id",
+            (template_body(body), proposer, "proposed")).fetchone()[0])
         record = tx.append("template.proposed", proposer, "allow", [], template_id=template_id,
                            dataset=spec.dataset, template=body)
         tx.connection.execute("UPDATE templates SET seq = ? WHERE id = ?", (record["seq"], template_id))
@@ -122,8 +122,8 @@ def run(enclave: Enclave, researcher: str, template_id: int, values: dict[str, o
                                      (template_id, researcher)).fetchone()[0]
         if runs >= template.spec.run_limit:
             raise QueryError("run_limit_reached", f"This template allows {template.spec.run_limit} runs each.")
-        slot = tx.connection.execute("INSERT INTO template_runs (template_id, researcher, query_id, seq) "
-                                     "VALUES (?, ?, '', 0)", (template_id, researcher)).lastrowid
+        slot = int(tx.connection.execute("INSERT INTO template_runs (template_id, researcher, query_id, seq) "
+                                         "VALUES (?, ?, '', 0) RETURNING id", (template_id, researcher)).fetchone()[0])
     try:
         release = enclave.query(researcher, template.spec.dataset, sql, template.spec.epsilon, adhoc=False, hold=hold)
     except QueryError:
@@ -135,11 +135,11 @@ def run(enclave: Enclave, researcher: str, template_id: int, values: dict[str, o
     with enclave.audit.transaction() as tx:
         record = tx.append("template.run", researcher, "allow", [], template_id=template_id,
                            parameters=values, query_id=release.query_id)
-        tx.connection.execute("UPDATE template_runs SET query_id = ?, seq = ? WHERE rowid = ?",
+        tx.connection.execute("UPDATE template_runs SET query_id = ?, seq = ? WHERE id = ?",
                               (release.query_id, record["seq"], slot))
     return release
 
 
-def _release_slot(enclave: Enclave, slot: int | None) -> None:
+def _release_slot(enclave: Enclave, slot: int) -> None:
     with enclave.audit.transaction() as tx:
-        tx.connection.execute("DELETE FROM template_runs WHERE rowid = ?", (slot,))
+        tx.connection.execute("DELETE FROM template_runs WHERE id = ?", (slot,))

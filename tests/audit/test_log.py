@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from enclave.audit.records import EVENT_TYPES, GENESIS, record_hash
@@ -38,6 +39,7 @@ from enclave.budget.ledger import (
     remaining,
     reserve,
 )
+from tests import stores
 
 CHECKPOINT_EVERY = 8
 RECORDS = 30
@@ -51,14 +53,14 @@ ENCLAVE_CLI = Path(sys.executable).with_name("enclave")
 # -- building and reading logs ---------------------------------------------------------------------------
 
 
-def new_store(directory: Path, name: str = "log") -> AuditStore:
-    return AuditStore(directory / f"{name}.sqlite3", Signer.load_or_create(directory / f"{name}-key.pem"),
+def new_store(directory: Path, name: str = "log", kind: str = "sqlite") -> AuditStore:
+    return AuditStore(stores.backend(kind, directory, name), Signer.load_or_create(directory / f"{name}-key.pem"),
                       checkpoint_every=CHECKPOINT_EVERY)
 
 
-def build_reference(directory: Path) -> AuditStore:
+def build_reference(directory: Path, kind: str = "sqlite") -> AuditStore:
     """30 records of every event type: 4 grants, then 13 transactions of a charge plus one other event."""
-    store = new_store(directory)
+    store = new_store(directory, kind=kind)
     with store.transaction() as tx:
         for researcher in RESEARCHERS:
             for dataset in DATASETS:
@@ -173,8 +175,8 @@ def test_untouched_export_verifies_with_the_key_read_back_from_pem(lines, public
     assert verify_lines(lines, load_public_key(tmp_path / "public-key.pem")).ok
 
 
-def test_live_log_verifies_and_keeps_verifying_as_it_grows(tmp_path):
-    store = build_reference(tmp_path)
+def test_live_log_verifies_and_keeps_verifying_as_it_grows(tmp_path, backend_kind):
+    store = build_reference(tmp_path, backend_kind)
     public = store.signer.public
     assert verify_lines(export(store), public) == Report(True, 30, 4)  # checkpoints 8, 16, 24 and the head, 30
     assert verify_lines(export(store), public) == Report(True, 30, 4)  # exporting again signs nothing new
@@ -451,12 +453,13 @@ def test_a_range_cut_before_its_end_checkpoint_is_caught(ranged):
     "DELETE FROM events WHERE seq = 3",
     "DELETE FROM events",
 ])
-def test_triggers_refuse_update_and_delete(tmp_path, statement):
-    store = build_reference(tmp_path)
+def test_triggers_refuse_update_and_delete(tmp_path, statement, backend_kind):
+    """SQLite's triggers refuse the change; PostgreSQL refuses the enclave's role the privilege (and its
+    triggers refuse the owner: tests/audit/test_postgres.py)."""
+    store = build_reference(tmp_path, backend_kind)
     before = store.records()
-    with store.reading() as connection, pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        connection.execute(statement)
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"), store.transaction() as tx:
+    refused = (sqlite3.DatabaseError, psycopg.Error)
+    with pytest.raises(refused, match=r"append-only|permission denied"), store.transaction() as tx:
         tx.connection.execute(statement)
     assert store.records() == before
     assert verify_lines(export(store), store.signer.public).ok
@@ -464,7 +467,7 @@ def test_triggers_refuse_update_and_delete(tmp_path, statement):
 
 def test_editing_the_database_file_behind_the_triggers_is_caught_by_verify(tmp_path):
     store = build_reference(tmp_path)
-    with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as connection:
+    with contextlib.closing(sqlite3.connect(store.backend.path, isolation_level=None)) as connection:
         connection.execute("DROP TRIGGER events_append_only_update")
         (text,) = connection.execute("SELECT record FROM events WHERE seq = 3").fetchone()
         record = json.loads(text)
@@ -527,8 +530,8 @@ def test_an_entry_with_malformed_fields_is_refused_not_a_crash(lines, public, fi
 # -- 11. the privacy budget and its rebuild from the log -----------------------------------------------------
 
 
-def test_ledger_totals_rebuild_from_the_log_and_caps_hold(tmp_path):
-    store = new_store(tmp_path, "ledger")
+def test_ledger_totals_rebuild_from_the_log_and_caps_hold(tmp_path, backend_kind):
+    store = new_store(tmp_path, "ledger", backend_kind)
     with store.transaction() as tx:
         for researcher in RESEARCHERS:
             for dataset in DATASETS:
@@ -581,8 +584,8 @@ def test_ledger_totals_rebuild_from_the_log_and_caps_hold(tmp_path):
     assert verify_lines(export(store), store.signer.public) == Report(True, 4 + 16 + 1, 3)
 
 
-def test_a_refused_reservation_rolls_back_with_its_transaction(tmp_path):
-    store = new_store(tmp_path, "rollback")
+def test_a_refused_reservation_rolls_back_with_its_transaction(tmp_path, backend_kind):
+    store = new_store(tmp_path, "rollback", backend_kind)
     with store.transaction() as tx:
         grant(tx, "steward", "alice", "demo", 0.5, 1e-6)
     def reserve_twice() -> None:

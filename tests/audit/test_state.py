@@ -231,7 +231,7 @@ def test_a_deleted_template_run_is_named(home):
 def test_a_pending_run_slot_is_not_a_difference(home):
     """A slot taken for a run in progress (query id '', seq 0) is not yet the log's: it only lowers what the
     researcher may run, and a crash leaves one behind."""
-    tamper(home, "INSERT INTO template_runs VALUES (1, 'alice', '', 0)")
+    tamper(home, "INSERT INTO template_runs (template_id, researcher, query_id, seq) VALUES (1, 'alice', '', 0)")
     assert lines_of(home) == []
 
 

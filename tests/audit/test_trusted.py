@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from enclave.audit.signing import Signer
+from enclave.audit.sqlite import SqliteBackend
 from enclave.audit.store import AuditStore
 from enclave.audit.verify import verify_lines
 from enclave.budget.ledger import grant
@@ -26,7 +27,7 @@ ENCLAVE_CLI = (sys.executable, "-m", "enclave.cli")
 
 def build(directory: Path, records: int, signer: Signer, name: str = "log") -> AuditStore:
     """`records` grant records, a checkpoint every 8."""
-    store = AuditStore(directory / f"{name}.sqlite3", signer, checkpoint_every=8)
+    store = AuditStore(SqliteBackend(directory / f"{name}.sqlite3"), signer, checkpoint_every=8)
     with store.transaction() as tx:
         for n in range(records):
             grant(tx, "steward", f"r{n}", "demo", 1.0, 1e-6, purpose=name)

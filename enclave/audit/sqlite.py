@@ -1,0 +1,103 @@
+"""The embedded backend: one SQLite file, for the enclave in one process (or several on one host).
+
+Each transaction opens its own connection. A write begins with `BEGIN IMMEDIATE` (one writer at a
+time, across threads and processes); WAL journaling lets readers go on meanwhile, and
+`synchronous=FULL` makes committed mean on disk. A read is a deferred transaction: one snapshot.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from enclave.audit.migrations import SCHEMA_VERSION, SQLITE
+from enclave.audit.store import StoreError
+
+
+def statements(script: str) -> Iterator[str]:
+    """The statements of a script, split where SQLite says a statement is complete (a trigger's body
+    holds semicolons of its own)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending.strip()
+            pending = ""
+
+
+class SqliteBackend:
+    kind = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA busy_timeout = 60000")
+        return connection
+
+    def _migrate(self) -> None:
+        """Bring the file to SCHEMA_VERSION, one migration per transaction (re-read under the write lock,
+        so processes starting together apply each migration once)."""
+        connection = self._connect()
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            while True:
+                connection.execute("BEGIN IMMEDIATE")
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
+                tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if version == SCHEMA_VERSION or (tables and (version > SCHEMA_VERSION or version < min(SQLITE))):
+                    connection.execute("ROLLBACK")
+                    break
+                step = min(v for v in SQLITE if v > version)
+                try:
+                    for statement in statements(SQLITE[step]):
+                        connection.execute(statement)
+                    connection.execute(f"PRAGMA user_version = {step}")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+        finally:
+            connection.close()
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {version}; this enclave needs {SCHEMA_VERSION}. "
+                             "Export and verify the old log, then start a new store.")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN")
+            try:
+                yield connection
+            finally:
+                connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        """Nothing stays open between transactions."""
+
+    def __str__(self) -> str:
+        return str(self.path)
