@@ -199,6 +199,7 @@ class Enclave:
         signer = Signer.load_or_create(settings.home / "secrets" / "audit-ed25519.pem")
         store = AuditStore(open_backend(settings), signer, settings.checkpoint_every)
         public = settings.audit_path / "public-key.pem"
+        public.parent.mkdir(parents=True, exist_ok=True)
         if not public.exists() or public.read_bytes() != public_pem(signer.public):
             public.write_bytes(public_pem(signer.public))
         return store, public
