@@ -17,6 +17,8 @@ from datetime import date
 from pathlib import Path
 
 from enclave.access.keys import ROLES, ensure_principal, issue_key, revoke_key
+from enclave.audit.backup import backup, restore
+from enclave.audit.migrations import SCHEMA_VERSION
 from enclave.audit.signing import load_public_key
 from enclave.audit.state import differences
 from enclave.audit.store import AuditStore, StoreError
@@ -216,6 +218,35 @@ def _cmd_audit(store: AuditStore | None, args: argparse.Namespace) -> int:
             print(f"  {difference.line()}")
     else:
         print("state: ok, every governed table is the projection of the log")
+    return 0 if report.ok and not found else 1
+
+
+def _cmd_migrate(store: AuditStore, args: argparse.Namespace) -> int:
+    """Opening the store migrated it (as the owning role, where one is configured)."""
+    print(f"the state store at {store.backend} is at schema version {SCHEMA_VERSION}", file=sys.stderr)
+    return 0
+
+
+def _cmd_backup(store: AuditStore, args: argparse.Namespace) -> int:
+    with open(args.out, "w") as out:
+        written = backup(store, out)
+    print(f"backed up {written['events']} records and {sum(written.values()) - written['events']} rows of state "
+          f"to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_restore(store: AuditStore, args: argparse.Namespace) -> int:
+    """Restore, then check what was restored as `enclave audit verify` does: the log against its signed
+    checkpoints, the governed tables against the log."""
+    with open(args.path) as lines:
+        restored = restore(store, lines)
+    buffer = io.StringIO()
+    store.export(buffer)
+    public = load_public_key(Settings().audit_path / "public-key.pem")
+    report = verify_lines(buffer.getvalue().splitlines(), public)
+    found = differences(store)
+    print(f"restored {restored['events']} records; {report.summary()}; "
+          f"state: {'ok' if not found else f'{len(found)} differences'}", file=sys.stderr)
     return 0 if report.ok and not found else 1
 
 
@@ -419,6 +450,11 @@ def parser() -> argparse.ArgumentParser:
                         help="a signed checkpoint kept earlier: fail unless the log extends it (catches truncation)")
     head = audit_commands.add_parser("checkpoint", help="sign the head and write the latest signed checkpoint")
     head.add_argument("--out", required=True, help="file to write (keep it: verify --trusted checks against it)")
+    commands.add_parser("migrate", help="bring the state store to this enclave's schema version (as the owner)")
+    backup = commands.add_parser("backup", help="write every table of the state store, in one snapshot, as JSONL")
+    backup.add_argument("--out", required=True, help="file to write")
+    restore_cmd = commands.add_parser("restore", help="restore a backup into an empty state store, then verify")
+    restore_cmd.add_argument("path", help="a file written by `enclave backup`")
     serve = commands.add_parser("serve", help="serve the HTTP API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -485,6 +521,9 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+STORE_COMMANDS = {"audit": _cmd_audit, "migrate": _cmd_migrate, "backup": _cmd_backup, "restore": _cmd_restore}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "schema":
@@ -498,8 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "audit" and args.audit_command == "verify" and args.path:
         return _cmd_audit(None, args)  # offline: nothing but the file and the public key
     try:
-        if args.command == "audit":
-            return _cmd_audit(Enclave.open_audit(Settings())[0], args)
+        if args.command in STORE_COMMANDS:
+            return STORE_COMMANDS[args.command](Enclave.open_audit(Settings())[0], args)
         enclave = Enclave(Settings())
     except StoreError as error:  # one clear message with its remedy, never a traceback
         print(error, file=sys.stderr)

@@ -93,8 +93,6 @@ def _grant(connection: psycopg.Connection, user: str) -> None:
         tables(map(sql.Identifier, APPEND_ONLY)), role))
     connection.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
         tables(map(sql.Identifier, MUTABLE)), role))
-    connection.execute(sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
-        schema, role))
 
 
 class PostgresBackend:

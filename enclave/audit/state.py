@@ -131,7 +131,7 @@ def _version(state: State, r: dict) -> None:
 
 
 def _consents(state: State, r: dict) -> None:
-    """Statements get ids 1, 2, 3, ... in the order they were recorded, as SQLite gave them."""
+    """Statements get ids 1, 2, 3, ... in the order they were recorded (`enclave.audit.migrations`)."""
     if r["event"] == "consent.imported":
         entries = r["entries"]
     else:

@@ -34,8 +34,8 @@ class Statement:
 def record(tx: Transaction, dataset: str, statement: Statement, seq: int) -> int:
     """Append one statement (after its audit record `seq`); returns its id, the consent sequence."""
     cursor = tx.connection.execute(
-        "INSERT INTO consents (dataset, subject, purpose, action, given, expires, seq) VALUES (?, ?, ?, ?, ?, ?, ?) "
-        "RETURNING id",
+        "INSERT INTO consents (id, dataset, subject, purpose, action, given, expires, seq) "
+        "VALUES ((SELECT coalesce(max(id), 0) + 1 FROM consents), ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (dataset, statement.subject, statement.purpose, statement.action,
          statement.given.isoformat() if statement.given else None,
          statement.expires.isoformat() if statement.expires else None, seq))

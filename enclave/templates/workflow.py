@@ -66,7 +66,8 @@ def propose(enclave: Enclave, proposer: str, spec: TemplateSpec) -> Template:
     with enclave.audit.transaction() as tx:
         body = spec.model_dump(mode="json")
         template_id = int(tx.connection.execute(
-            "INSERT INTO templates (body, proposer, status, seq) VALUES (?, ?, ?, 0) RETURNING id",
+            "INSERT INTO templates (id, body, proposer, status, seq) "
+            "VALUES ((SELECT coalesce(max(id), 0) + 1 FROM templates), ?, ?, ?, 0) RETURNING id",
             (template_body(body), proposer, "proposed")).fetchone()[0])
         record = tx.append("template.proposed", proposer, "allow", [], template_id=template_id,
                            dataset=spec.dataset, template=body)
@@ -122,8 +123,10 @@ def run(enclave: Enclave, researcher: str, template_id: int, values: dict[str, o
                                      (template_id, researcher)).fetchone()[0]
         if runs >= template.spec.run_limit:
             raise QueryError("run_limit_reached", f"This template allows {template.spec.run_limit} runs each.")
-        slot = int(tx.connection.execute("INSERT INTO template_runs (template_id, researcher, query_id, seq) "
-                                         "VALUES (?, ?, '', 0) RETURNING id", (template_id, researcher)).fetchone()[0])
+        slot = int(tx.connection.execute(
+            "INSERT INTO template_runs (id, template_id, researcher, query_id, seq) VALUES "
+            "((SELECT coalesce(max(id), 0) + 1 FROM template_runs), ?, ?, '', 0) RETURNING id",
+            (template_id, researcher)).fetchone()[0])
     try:
         release = enclave.query(researcher, template.spec.dataset, sql, template.spec.epsilon, adhoc=False, hold=hold)
     except QueryError:
