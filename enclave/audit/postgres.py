@@ -104,7 +104,18 @@ class PostgresBackend:
         the enclave's own role (which then owns the log: fine for a trial, refused with `separate_owner`,
         which production mode sets)."""
         self.url = url
-        migrate(admin_url or url, user_of(url) if admin_url else None)
+        if admin_url:
+            migrate(admin_url, user_of(url))
+        else:
+            with psycopg.connect(url) as connection:
+                behind = schema_version(connection) < SCHEMA_VERSION
+            if behind:
+                try:
+                    migrate(url)
+                except (psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName):
+                    raise StoreError(f"{where(url)} is not at schema version {SCHEMA_VERSION} and the enclave's "
+                                     "role may not migrate it: run `enclave migrate` with "
+                                     "ENCLAVE_ADMIN_DATABASE_URL set (the owning role)") from None
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, name="enclave-store",
                                     timeout=60)
         with self.read() as connection:
