@@ -27,6 +27,7 @@ from enclave.budget.ledger import grant
 from enclave.catalog.demo import DemoData
 from enclave.pipeline import Enclave
 from enclave.settings import Settings
+from tests import stores
 
 TEST_CHILDREN = 20_000
 # principal -> roles; `multi` holds two roles at once.
@@ -130,7 +131,7 @@ def serve(app: FastAPI) -> Iterator[str]:
 @contextmanager
 def running_service(home: Path, **overrides: Any) -> Iterator[Service]:
     """A real service on `home` with the test principals, keys and grants."""
-    settings = Settings(home=home, demo_children=TEST_CHILDREN, **overrides)
+    settings = stores.settings(home, demo_children=TEST_CHILDREN, **overrides)
     app = create_app(settings)
     enclave: Enclave = app.state.enclave
     keys: dict[str, str] = {}

@@ -10,13 +10,11 @@ Separate OS processes are `tests/budget/_worker.py`, run with this interpreter.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -36,7 +34,8 @@ from enclave.catalog.manifest import Manifest
 from enclave.disclosure import replay
 from enclave.disclosure.release import Release
 from enclave.pipeline import Enclave, QueryError
-from enclave.settings import PROJECT_ROOT, Settings
+from enclave.settings import PROJECT_ROOT
+from tests import stores
 from tests.budget._worker import RACE_SQL
 
 CHILDREN = 2_000
@@ -73,7 +72,7 @@ def open_enclave() -> Iterator[Callable[[Path], Enclave]]:
     opened: list[Enclave] = []
 
     def open_(home: Path) -> Enclave:
-        opened.append(Enclave(Settings(home=home, demo_children=CHILDREN)))
+        opened.append(Enclave(stores.settings(home, demo_children=CHILDREN)))
         return opened[-1]
 
     yield open_
@@ -139,7 +138,8 @@ def test_budget_race_across_processes(home: Path, tmp_path: Path, open_enclave: 
     workers = [subprocess.Popen(
         [sys.executable, str(WORKER), "race", str(home), str(CHILDREN), str(p * THREADS), str(THREADS), str(CHARGE),
          str(readies[p]), str(go)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, env=WORKER_ENV)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
+        env={**WORKER_ENV, **stores.environment(home)})
         for p in range(PROCESSES)]
     try:
         deadline = time.monotonic() + 30
@@ -229,20 +229,21 @@ def test_identical_concurrent_requests_charge_once(home: Path, open_enclave: Cal
 # --- 3. a crash between the charge and the release --------------------------------------------------
 
 
-def wait_for_charge(worker: subprocess.Popen[str], log: Path) -> None:
+def wait_for_charge(worker: subprocess.Popen[str], home: Path) -> None:
     deadline = time.monotonic() + 30
-    while True:
-        assert worker.poll() is None, f"the worker exited early: {worker.communicate()[1]}"
-        assert time.monotonic() < deadline, "no query.charged record appeared"
-        if log.exists():
-            try:
-                with contextlib.closing(sqlite3.connect(log, timeout=5)) as connection:
-                    rows = connection.execute("SELECT record FROM events").fetchall()
-            except sqlite3.OperationalError:  # the worker is still creating the schema
-                rows = []
-            if any(json.loads(row[0])["event"] == "query.charged" for row in rows):
+    store = None
+    try:
+        while True:
+            assert worker.poll() is None, f"the worker exited early: {worker.communicate()[1]}"
+            assert time.monotonic() < deadline, "no query.charged record appeared"
+            if store is None and (home / "audit" / "public-key.pem").exists():  # the worker made the store
+                store = Enclave.open_audit(stores.settings(home))[0]
+            if store is not None and any(r["event"] == "query.charged" for r in store.records()):
                 return
-        time.sleep(0.02)
+            time.sleep(0.02)
+    finally:
+        if store is not None:
+            store.close()
 
 
 @pytest.fixture
@@ -251,9 +252,9 @@ def killed_mid_query(home: Path) -> tuple[Path, str]:
     sql = RACE_SQL.format(i=100)
     worker = subprocess.Popen([sys.executable, str(WORKER), "hang", str(home), str(CHILDREN), sql, str(CHARGE)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
-                              env=WORKER_ENV)
+                              env={**WORKER_ENV, **stores.environment(home)})
     try:
-        wait_for_charge(worker, home / "audit" / "log.sqlite3")
+        wait_for_charge(worker, home)
         worker.send_signal(signal.SIGKILL)
     finally:
         if worker.poll() is None:

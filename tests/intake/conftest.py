@@ -20,7 +20,8 @@ from enclave.catalog.manifest import Manifest
 from enclave.intake.delivery import DeliveryFile
 from enclave.onboarding import ingest
 from enclave.pipeline import Enclave
-from enclave.settings import PROJECT_ROOT, Settings
+from enclave.settings import PROJECT_ROOT
+from tests import stores
 
 DATASET = "consented"
 CHILDREN = 3_000
@@ -37,7 +38,7 @@ def consented_home(root: Path) -> Path:
 
 
 def open_enclave(home: Path) -> Enclave:
-    return Enclave(Settings(home=home, datasets_dir=home / "datasets"))
+    return Enclave(stores.settings(home, datasets_dir=home / "datasets"))
 
 
 @pytest.fixture(scope="session")
