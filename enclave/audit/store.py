@@ -22,6 +22,7 @@ from typing import TextIO
 from enclave.audit.merkle import leaf_hash, root_of_hashes
 from enclave.audit.records import GENESIS, canonical, now, record_hash
 from enclave.audit.signing import Signer, key_id
+from enclave.ops.metrics import timed_audit_append
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, record TEXT NOT NULL);
@@ -140,6 +141,7 @@ class AuditStore:
         connection.execute("PRAGMA busy_timeout = 60000")
         return connection
 
+    @timed_audit_append
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """BEGIN IMMEDIATE ... COMMIT: serialised with every other writer, durable once it returns."""
