@@ -36,6 +36,10 @@ class Settings(BaseSettings):
                                   "file upload accepted (all files of one request together).")
     rate_limit: str = Field(default="120/minute", description="Requests per API key (limits notation).")
     redis_url: str | None = Field(default=None, description="Redis for rate limits across workers.")
+    log_format: Literal["console", "json"] = Field(default="console", description="Log lines as text "
+                                                   "(the demo) or one JSON object a line (production).")
+    metrics_token: SecretStr | None = Field(default=None, description="Bearer token a metrics scraper may "
+                                            "read /metrics with (auditor keys always may).")
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
