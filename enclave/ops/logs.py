@@ -65,13 +65,13 @@ def _exception_type_only(logger: Any, method: str, event: MutableMapping[str, An
     return event
 
 
-def _stdlib_message_dropped(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """A stdlib record (uvicorn's) keeps its logger name and level, not its free text unless it is one of
-    the server's own fixed messages: they can quote a request line."""
+def _stdlib_record(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A stdlib record (uvicorn's server messages: start-up failures, worker deaths) keeps its logger name
+    and at most 200 characters of its message; the access log, which quotes request lines, is off."""
     record = event.get("_record")
     if record is not None:
         event["logger"] = record.name
-        event["event"] = "server.message" if record.name == "uvicorn.access" else str(event.get("event", ""))[:200]
+        event["event"] = str(event.get("event", ""))[:200]
     return event
 
 
@@ -91,7 +91,7 @@ def configure(log_format: str = "console") -> None:
         handler = logging.StreamHandler(_Stderr())  # type: ignore[arg-type]
         handler.set_name(_HANDLER_NAME)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, _stdlib_message_dropped],
+        foreign_pre_chain=[*shared, _stdlib_record],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         named = logging.getLogger(name)

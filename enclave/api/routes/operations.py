@@ -20,15 +20,15 @@ from enclave.api.schemas import Health
 from enclave.ops import metrics
 from enclave.ops.ready import is_ready, readiness
 
-router = APIRouter(tags=["health"])
+router = APIRouter()
 
 
-@router.get("/healthz", operation_id="health-live", response_model=Health)
+@router.get("/healthz", operation_id="health-live", response_model=Health, tags=["health"])
 def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", operation_id="health-ready", response_model=Health,
+@router.get("/readyz", operation_id="health-ready", response_model=Health, tags=["health"],
             responses={503: {"model": Health, "description": "A check failed; `checks` names it."}})
 def readyz(enclave: EnclaveDep) -> Health | JSONResponse:
     checks = readiness(enclave)
@@ -49,7 +49,7 @@ def metrics_reader(request: Request, enclave: EnclaveDep) -> None:
         raise ApiError(403, "forbidden", "This route needs the auditor role (or the metrics token).")
 
 
-@router.get("/metrics", operation_id="operations-metrics", response_class=PlainTextResponse, tags=["operations"],
+@router.get("/metrics", operation_id="auditor-get-metrics", response_class=PlainTextResponse, tags=["auditor"],
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."},
                        **TEXT_ROUTE_ERRORS})
 def metrics_text(reader: Annotated[None, Depends(metrics_reader)]) -> Response:
