@@ -289,7 +289,8 @@ def _cmd_demo(enclave: Enclave, args: argparse.Namespace) -> int:
     from enclave.api import create_app
 
     print(f"\nserving on {base} (Ctrl-C to stop)")
-    uvicorn.run(create_app(enclave.settings), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(create_app(enclave.settings), host="127.0.0.1", port=args.port, log_level="warning",
+                log_config=None, access_log=False)  # request lines come from enclave.ops.logs
     return 0
 
 
@@ -306,13 +307,17 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def _cmd_serve(enclave: Enclave | None, args: argparse.Namespace) -> int:
-    import uvicorn
+    from enclave.ops import workers
 
-    from enclave.api import create_app
-
-    uvicorn.run(create_app(Settings()), host=args.host, port=args.port, log_level="warning")
-    return 0
+    return workers.serve(args.host, args.port, args.workers)
 
 
 def _cmd_keys(enclave: Enclave, args: argparse.Namespace) -> int:
@@ -458,6 +463,8 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the HTTP API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=_positive, default=1,
+                       help="API worker processes on the one port (default 1: this process)")
     keys = commands.add_parser("keys", help="issue or revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create_key = key_commands.add_parser("create", help="create a principal (if new) and print a new key once")

@@ -49,6 +49,7 @@ from enclave.execute.cost import Cost, cost_of
 from enclave.execute.sandbox import EXECUTION_CODES, ExecutionError, RawResult, Sandbox
 from enclave.execute.slots import Slots
 from enclave.intake.identity import IdentityStore, StaleBuild
+from enclave.ops import metrics
 from enclave.policy import Rules, load_rules
 from enclave.rewrite import RewrittenQuery, rewrite, sampling_salt
 from enclave.settings import Settings
@@ -162,13 +163,15 @@ def plan_summary(plan: PrivacyPlan, cost: Cost | None = None) -> dict[str, objec
 
 @contextmanager
 def _stage(timings: dict[str, float] | None, name: str) -> Iterator[None]:
-    """Add the wall time of a stage to `timings` (when the caller asked for them)."""
+    """Add the wall time of a stage to `timings` (when the caller asked for them); always to the metrics."""
     started = time.perf_counter()
     try:
         yield
     finally:
+        elapsed = time.perf_counter() - started
+        metrics.observe_stage(name, elapsed)
         if timings is not None:
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+            timings[name] = timings.get(name, 0.0) + elapsed
 
 
 def open_backend(settings: Settings) -> Backend:
@@ -374,10 +377,12 @@ class Enclave:
         """
         try:
             release = self._query(researcher, dataset, sql, epsilon, timings, adhoc)
-        except QueryError as error:
+        except QueryError as error:  # charged, then failed, when it has a deadline (answer_at)
+            metrics.query_decided("failed" if error.answer_at else "refused", dataset, error.code)
             if hold:
                 hold_until(error.answer_at)
             raise
+        metrics.query_released(release)
         if hold:
             hold_until(release.answer_at)
         return release
@@ -415,6 +420,7 @@ class Enclave:
         if isinstance(reserved, Release):
             return reserved
         query_id, left = reserved
+        metrics.charged(dataset, plan.epsilon)
         cost = prepared.cost
         assert cost is not None  # a prepared query with a rewrite always has its cost
         answer_at = self._execution_slot(cost, timings)

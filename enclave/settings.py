@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     admin_database_url: str | None = Field(default=None, description="The role that owns the PostgreSQL "
                                            "schema: used only to migrate it and grant the enclave's role.")
     database_pool_size: int = Field(default=8, ge=1, description="PostgreSQL connections per process.")
+    log_format: Literal["console", "json"] = Field(default="console", description="Log lines as text "
+                                                   "(the demo) or one JSON object a line (production).")
+    metrics_token: SecretStr | None = Field(default=None, description="Bearer token a metrics scraper may "
+                                            "read /metrics with (auditor keys always may).")
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

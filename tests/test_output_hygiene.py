@@ -111,11 +111,12 @@ def _free_port() -> int:
 
 
 def test_the_service_writes_nothing_of_the_sql_to_its_output(tmp_path: Path, demo_data: DemoData) -> None:
-    """`enclave serve` in its own process, fed every odd input on the check, query and template routes and
-    malformed bodies carrying the marker as values: its stdout and stderr never contain the marker, and
-    no validation error echoes a value back."""
+    """`enclave serve` in its own process (JSON logs), fed every odd input on the check, query and template
+    routes and malformed bodies carrying the marker as values, and the marker in headers too: its stdout
+    and stderr never contain the marker or the API key, no validation error echoes a value back, and its
+    log is one JSON line per request with the request's id, method, route template and status."""
     home = home_with_demo(tmp_path / "home", demo_data)
-    env = env_for(home)
+    env = {**env_for(home), "ENCLAVE_LOG_FORMAT": "json"}
 
     def cli(*args: str) -> str:
         return subprocess.run([*ENCLAVE, *args], capture_output=True, text=True, timeout=120, check=True,
@@ -140,7 +141,13 @@ def test_the_service_writes_nothing_of_the_sql_to_its_output(tmp_path: Path, dem
                 pass
             assert time.monotonic() < deadline, "the service did not start"
             time.sleep(0.1)
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        marked = {"User-Agent": MARKER, "X-Note": MARKER, "X-Request-ID": f"{MARKER} is no token"}
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}", **marked}, timeout=60) as client:
+            released = client.post("/v1/queries", json={"dataset": "demo", "sql": WITH_LITERAL, "epsilon": 0.1},
+                                   headers={"X-Request-ID": "hygiene-request-1"})
+            assert released.status_code == 200, released.text
+            assert released.headers["x-request-id"] == "hygiene-request-1"
+            assert client.get(f"/v1/queries/{MARKER}", params={MARKER: MARKER}).status_code == 404
             for sql in (*ODD_SQL, WITH_LITERAL):
                 for path in ("/v1/queries/check", "/v1/queries"):
                     assert client.post(path, json={"dataset": "demo", "sql": sql, "epsilon": 0.1}).status_code in (
@@ -165,8 +172,18 @@ def test_the_service_writes_nothing_of_the_sql_to_its_output(tmp_path: Path, dem
     finally:
         server.terminate()
         server.wait(timeout=30)
-    assert MARKER not in out.read_text()
-    assert MARKER not in err.read_text()
+    for text in (out.read_text(), err.read_text()):
+        assert MARKER not in text
+        assert key not in text
+        assert key.split("_")[1] not in text  # nor the key's id
+    lines = [json.loads(line) for line in err.read_text().splitlines()]  # every line is JSON
+    requests = [line for line in lines if line["event"] == "http.request"]
+    assert {"request_id": "hygiene-request-1", "method": "POST", "route": "/v1/queries", "status": 200} in [
+        {k: line[k] for k in ("request_id", "method", "route", "status")} for line in requests]
+    assert {line["route"] for line in requests} >= {"/healthz", "/v1/queries", "/v1/queries/check",
+                                                   "/v1/templates", "/v1/queries/{query_id}"}
+    assert all(set(line) == {"event", "level", "timestamp", "pid", "request_id", "method", "route", "status",
+                             "duration_ms"} for line in requests)
 
 
 # --- `--json`: every outcome of `enclave check` and `enclave query` is one JSON document on stdout ---

@@ -1,4 +1,8 @@
-"""The enclave service: `create_app(settings)` builds it; uvicorn serves it (`enclave serve`)."""
+"""The enclave service: `create_app(settings)` builds it; uvicorn serves it (`enclave serve`).
+
+`app_from_env()` is the same app from `ENCLAVE_*` variables: the factory each of several worker processes
+calls (`enclave serve --workers N`, enclave.ops.workers), so every worker reads the same settings.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,25 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from enclave.api import errors
-from enclave.api.deps import EnclaveDep, RateLimiter
-from enclave.api.routes import auditor, onboarding, researcher, steward, templates
-from enclave.api.schemas import ErrorOut, Health
+from enclave.api.deps import RateLimiter
+from enclave.api.observe import Observe
+from enclave.api.routes import auditor, onboarding, operations, researcher, steward, templates
+from enclave.api.schemas import ErrorOut
+from enclave.ops import logs, metrics
 from enclave.pipeline import Enclave
 from enclave.settings import Settings
 
 
 def create_app(settings: Settings) -> FastAPI:
+    logs.configure(settings.log_format)
     enclave = Enclave(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics.API_WORKERS.set(1)
+        logs.logger().info("worker.started")
         yield
+        logs.logger().info("worker.stopping")
         enclave.close()
 
     app = FastAPI(title="enclave", version="0.1.0", lifespan=lifespan,
@@ -30,17 +40,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.limiter = RateLimiter(settings)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes, upload_limit=settings.max_upload_bytes)
+    app.add_middleware(Observe)  # outermost: every answer gets its request id, log line and metrics
 
-    @app.get("/healthz", operation_id="health-live", response_model=Health, tags=["health"])
-    def healthz() -> Health:
-        return Health(status="ok")
-
-    @app.get("/readyz", operation_id="health-ready", response_model=Health, tags=["health"])
-    def readyz(enclave: EnclaveDep) -> Health:
-        with enclave.audit.reading() as connection:
-            connection.execute("SELECT 1").fetchone()
-        return Health(status="ok")
-
-    for router in (researcher.router, steward.router, onboarding.router, auditor.router, templates.router):
+    for router in (operations.router, researcher.router, steward.router, onboarding.router, auditor.router,
+                   templates.router):
         app.include_router(router)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app with `Settings()` read from the environment (a uvicorn factory: `factory=True`)."""
+    return create_app(Settings())

@@ -39,7 +39,11 @@ class ErrorOut(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    """`ok`, or (from `/readyz` only, with status 503) `unavailable`; `checks` names each readiness check
+    (`database`, `redis`, `dataset:<name>`) with its outcome, never an error text."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, Literal["ok", "failed", "skipped", "no_data"]] = Field(default_factory=dict)
 
 
 class ColumnOut(BaseModel):

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TextIO
 from enclave.audit.merkle import leaf_hash, root_of_hashes
 from enclave.audit.records import GENESIS, canonical, now, record_hash
 from enclave.audit.signing import Signer, key_id
+from enclave.ops.metrics import timed_audit_append
 
 
 class Transaction:
@@ -103,6 +104,7 @@ class AuditStore:
         self.signer = signer
         self.checkpoint_every = checkpoint_every
 
+    @timed_audit_append
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """One write transaction: serialised with every other writer, durable once it returns."""

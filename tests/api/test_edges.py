@@ -314,7 +314,7 @@ def test_a_choice_outside_a_one_sided_range_is_explained_without_none(service: S
     assert "None" not in error["message"], error
 
 
-TEXT_ROUTES = ["/v1/audit/export", "/v1/audit/public-key"]
+TEXT_ROUTES = ["/v1/audit/export", "/v1/audit/public-key", "/metrics"]
 TEXT_ROUTE_ERRORS = ["401", "403", "422", "429", "500"]  # what these routes can answer in the envelope
 
 

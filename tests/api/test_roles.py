@@ -128,6 +128,7 @@ def _own_query(world: World, caller: str) -> Prepared:
 CALLS: dict[tuple[str, str], Call] = {
     ("GET", "/healthz"): Call(200, _none),
     ("GET", "/readyz"): Call(200, _none),
+    ("GET", "/metrics"): Call(200, _none),
     ("GET", "/v1/datasets"): Call(200, _none),
     ("GET", "/v1/datasets/{name}"): Call(200, lambda w, c: ({"name": "demo"}, None)),
     ("GET", "/v1/rules"): Call(200, _none),
@@ -277,6 +278,8 @@ def test_route_as_caller(service: Service, world: World, routes, method: str, pa
         assert error["violations"] == []
     elif path == "/v1/audit/public-key":
         assert response.text.startswith("-----BEGIN PUBLIC KEY-----")
+    elif path == "/metrics":
+        assert "enclave_http_requests_total" in response.text
     elif path.endswith("/quality.html"):
         assert response.headers["content-type"].startswith("text/html")
         assert "clerical review" in response.text
