@@ -422,6 +422,8 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the HTTP API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    worker = commands.add_parser("worker", help="run query workers for asynchronous queries (needs ENCLAVE_REDIS_URL)")
+    worker.add_argument("--concurrency", type=int, default=1, metavar="M", help="worker processes (default 1)")
     keys = commands.add_parser("keys", help="issue or revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create_key = key_commands.add_parser("create", help="create a principal (if new) and print a new key once")
@@ -492,6 +494,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         try:
             return _cmd_serve(None, args)
+        except StoreError as error:
+            print(error, file=sys.stderr)
+            return 2
+    if args.command == "worker":
+        from enclave.jobs.worker import run_workers
+
+        try:
+            return run_workers(Settings(), max(1, args.concurrency))
         except StoreError as error:
             print(error, file=sys.stderr)
             return 2

@@ -240,8 +240,7 @@ class Enclave:
         self._snapshots: OrderedDict[tuple[str, str, str, dt.date], ConsentSnapshot] = OrderedDict()
         self._lock = threading.RLock()
         self._slots = Slots(settings.home / "run", self.rules.execution.concurrency)
-        # one namespace per audit store (its signing key), so enclaves sharing a Redis never mix their keys
-        self.namespace = f"enclave:{key_id(self.audit.signer.public)[:16]}"
+        self.namespace = self.namespace_of(self.audit)
         self.answers = ReleaseCache.connect(settings.redis_url, self.namespace)
 
     @staticmethod
@@ -254,6 +253,12 @@ class Enclave:
         if not public.exists() or public.read_bytes() != public_pem(signer.public):
             public.write_bytes(public_pem(signer.public))
         return store, public
+
+    @staticmethod
+    def namespace_of(audit: AuditStore) -> str:
+        """The prefix of this enclave's keys in Redis: one per audit store (its signing key), so enclaves
+        that share a Redis never mix their queues or cached answers."""
+        return f"enclave:{key_id(audit.signer.public)[:16]}"
 
     def manifest(self, dataset: str) -> Manifest:
         try:
@@ -427,7 +432,7 @@ class Enclave:
         spent in each stage (for bench/). `hooks` are an asynchronous query's (enclave.jobs).
         """
         try:
-            release = self._run(researcher, self.planned(researcher, dataset, sql, epsilon, timings, hooks),
+            release = self.run_planned(researcher, self.planned(researcher, dataset, sql, epsilon, timings, hooks),
                                 timings, adhoc, hooks)
         except QueryError as error:
             if hold:
@@ -480,9 +485,10 @@ class Enclave:
                 return key
         raise refusal
 
-    def _run(self, researcher: str, planned: Planned, timings: dict[str, float] | None, adhoc: bool,
-             hooks: Hooks) -> Release:
-        """Charge (or replay), execute, protect and record a planned query."""
+    def run_planned(self, researcher: str, planned: Planned, timings: dict[str, float] | None = None,
+                    adhoc: bool = True, hooks: Hooks = SYNCHRONOUS) -> Release:
+        """Charge (or replay), execute, protect and record a planned query; the answer is not held: the
+        caller waits for `answer_at` (as `query` does with `hold`)."""
         dataset = str(planned.record["dataset"])
         prepared, plan, record = planned.prepared, planned.plan, dict(planned.record)
         assert prepared.rewritten is not None

@@ -1,7 +1,8 @@
 """The embedded audit store: an append-only, hash-chained log in SQLite, with the state it governs.
 
 One SQLite database holds the log (events), its signed checkpoints, and the privacy state that the log
-is the system of record for: grants, budget charges, released answers, data versions and consents.
+is the system of record for: grants, budget charges, released answers, data versions and consents, and
+the asynchronous queries' jobs (enclave.jobs).
 Keeping them together makes
 write-ahead exact: a charge and the record of it commit in one transaction, before the query executes,
 or neither does. Each transaction opens its own connection with `BEGIN IMMEDIATE` (one writer at a
@@ -63,6 +64,14 @@ CREATE TRIGGER IF NOT EXISTS data_versions_append_only_update BEFORE UPDATE ON d
 CREATE TABLE IF NOT EXISTS releases (
     request_key TEXT PRIMARY KEY, query_id TEXT NOT NULL, researcher TEXT NOT NULL, status TEXT NOT NULL,
     payload TEXT, claimed_at REAL NOT NULL, seq INTEGER);
+CREATE TABLE IF NOT EXISTS jobs (
+    query_id TEXT PRIMARY KEY, researcher TEXT NOT NULL, dataset TEXT NOT NULL, sql TEXT NOT NULL,
+    epsilon REAL, adhoc INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'executing', 'released', 'failed', 'cancelled')),
+    request_key TEXT, charged INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    deadline_seconds REAL NOT NULL, answer_at REAL, error_code TEXT, error_message TEXT,
+    submitted_at REAL NOT NULL, updated_at REAL NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
 """
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 
@@ -37,6 +38,13 @@ def find(tx: Transaction, key: str) -> Claim | None:
     row = tx.connection.execute("SELECT query_id, status, payload, claimed_at FROM releases WHERE request_key = ?",
                                 (key,)).fetchone()
     return Claim(*row) if row else None
+
+
+def released_payload(connection: sqlite3.Connection, key: str) -> str | None:
+    """The released answer of a request key, if there is one."""
+    row = connection.execute("SELECT payload FROM releases WHERE request_key = ? AND status = 'released'",
+                             (key,)).fetchone()
+    return row[0] if row else None
 
 
 def is_live(claim: Claim) -> bool:
