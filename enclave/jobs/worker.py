@@ -119,12 +119,18 @@ def _die_with_parent() -> None:
 
 
 class EnclaveWorker(SimpleWorker):
-    """An rq SimpleWorker that opens the enclave when it starts (not at its first job)."""
+    """An rq SimpleWorker that opens the enclave when it starts (not at its first job), and dies with its pool."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         _die_with_parent()
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         _opened()
+
+    def work(self, *args: object, **kwargs: object) -> bool:
+        """rq's loop without its scheduler process (nothing here is scheduled; a process forked by the
+        worker would not die with the pool)."""
+        kwargs["with_scheduler"] = False
+        return super().work(*args, **kwargs)  # type: ignore[arg-type]
 
 
 class Pool(WorkerPool):
