@@ -165,8 +165,7 @@ def get_query(query_id: str, enclave: EnclaveDep, principal: Researcher) -> Rele
     raise ApiError(404, "not_found", "No released query with that id.")
 
 
-@router.delete("/queries/{query_id}", operation_id="researcher-cancel-query", response_model=QueryStatus,
-               responses={409: {"description": "Not queued or executing"}})
+@router.delete("/queries/{query_id}", operation_id="researcher-cancel-query", response_model=QueryStatus)
 def cancel_query(query_id: str, enclave: EnclaveDep, principal: Researcher) -> QueryStatus:
     """Cancel an asynchronous query. Queued: nothing is spent. Executing: its result is discarded, and its
     charge, once recorded, stays spent (the query may have run)."""
