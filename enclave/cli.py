@@ -465,6 +465,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=_positive, default=1,
                        help="API worker processes on the one port (default 1: this process)")
+    worker = commands.add_parser("worker", help="run query workers for asynchronous queries (needs ENCLAVE_REDIS_URL)")
+    worker.add_argument("--concurrency", type=int, default=1, metavar="M", help="worker processes (default 1)")
     keys = commands.add_parser("keys", help="issue or revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create_key = key_commands.add_parser("create", help="create a principal (if new) and print a new key once")
@@ -538,6 +540,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         try:
             return _cmd_serve(None, args)
+        except StoreError as error:
+            print(error, file=sys.stderr)
+            return 2
+    if args.command == "worker":
+        from enclave.jobs.worker import run_workers
+
+        try:
+            return run_workers(Settings(), max(1, args.concurrency))
         except StoreError as error:
             print(error, file=sys.stderr)
             return 2

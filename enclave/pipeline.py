@@ -29,11 +29,11 @@ from pathlib import Path
 
 from enclave.audit.postgres import PostgresBackend
 from enclave.audit.records import sha256_text
-from enclave.audit.signing import Signer, public_pem
+from enclave.audit.signing import Signer, key_id, public_pem
 from enclave.audit.sqlite import SqliteBackend
 from enclave.audit.state import ensure_consistent
-from enclave.audit.store import AuditStore, Backend
-from enclave.budget.ledger import BudgetError, Remaining, find_grant, grant, remaining, reserve, today
+from enclave.audit.store import AuditStore, Backend, Transaction
+from enclave.budget.ledger import BudgetError, Remaining, admit, find_grant, grant, remaining, reserve, today
 from enclave.catalog import versions
 from enclave.catalog.demo import DEFAULT_SEED, demo_key, ensure_demo
 from enclave.catalog.manifest import Manifest, load_manifest
@@ -42,6 +42,7 @@ from enclave.check import CheckResult, Violation, check
 from enclave.check.violations import at
 from enclave.consent import registry
 from enclave.disclosure import replay
+from enclave.disclosure.cache import ReleaseCache
 from enclave.disclosure.plan import PlanError, PrivacyPlan, plan_privacy
 from enclave.disclosure.protect import protect
 from enclave.disclosure.release import Release
@@ -83,6 +84,8 @@ QUERY_CODES: dict[str, str] = {
     "request_in_progress": "An identical request is still running; its answer will be replayed.",
     "protection_failed": "The result could not be protected; nothing was released, the charge is spent.",
     "audit_unavailable": "The audit log could not record the release, so nothing was released; the charge is spent.",
+    "job_abandoned": "An asynchronous query's workers stopped (killed or lost) more often than the retry limit "
+    "allows; nothing was released, and a charge already recorded stays spent.",
 }
 
 
@@ -111,6 +114,62 @@ def hold_until(answer_at: float) -> None:
     delay = answer_at - time.monotonic()
     if delay > 0:
         time.sleep(delay)
+
+
+class Superseded(Exception):
+    """An asynchronous query's attempt that may no longer write its outcome: cancelled, or taken over by
+    another worker. Raised inside the transaction that would have written it, so none of it is written."""
+
+
+class Hooks:
+    """What a caller adds to the pipeline's transactions; the default adds nothing (a synchronous request).
+
+    An asynchronous query (enclave.jobs) writes its job's state in the same transaction as the audit
+    record it goes with, charges under its job id, re-uses a charge it recorded before its worker died,
+    and writes the outcome of a charged query only at its answer time (`hold`), so the state a
+    researcher polls turns released or failed at the deadline, never when the engine finished.
+    """
+
+    query_id: str | None = None  # charge under this id (a job's); None: a new one
+    charged_key: str | None = None  # the request key of this job's recorded charge (a retry), else None
+
+    def refused(self, tx: Transaction, error: QueryError) -> None:
+        """A refusal before any charge is being recorded."""
+
+    def charged(self, tx: Transaction, query_id: str, key: str, retried: bool) -> None:
+        """The charge is being recorded (or, retried, re-used)."""
+
+    def started(self, answer_at: float) -> None:
+        """The query holds an execution slot and will be answered at `answer_at` (time.monotonic())."""
+
+    def hold(self, answer_at: float) -> None:
+        """Called before the outcome of a charged query is recorded."""
+
+    def replayed(self, tx: Transaction, key: str) -> None:
+        """An identical request's released answer is being given again."""
+
+    def failed(self, tx: Transaction, error: QueryError) -> None:
+        """A charged query's failure is being recorded."""
+
+    def released(self, tx: Transaction, key: str) -> None:
+        """The release is being recorded."""
+
+
+SYNCHRONOUS = Hooks()
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A query checked, rewritten and planned, and the audit record of it so far: ready to charge."""
+
+    prepared: Prepared
+    plan: PrivacyPlan
+    record: dict[str, object]
+
+    @property
+    def deadline_seconds(self) -> float:
+        assert self.prepared.cost is not None  # a prepared query with a rewrite always has its cost
+        return self.prepared.cost.deadline_seconds
 
 
 @dataclass(frozen=True)
@@ -194,6 +253,8 @@ class Enclave:
         self._snapshots: OrderedDict[tuple[str, str, str, dt.date], ConsentSnapshot] = OrderedDict()
         self._lock = threading.RLock()
         self._slots = Slots(settings.home / "run", self.rules.execution.concurrency)
+        self.namespace = self.namespace_of(self.audit)
+        self.answers = ReleaseCache.connect(settings.redis_url, self.namespace)
 
     @staticmethod
     def open_audit(settings: Settings) -> tuple[AuditStore, Path]:
@@ -206,6 +267,12 @@ class Enclave:
         if not public.exists() or public.read_bytes() != public_pem(signer.public):
             public.write_bytes(public_pem(signer.public))
         return store, public
+
+    @staticmethod
+    def namespace_of(audit: AuditStore) -> str:
+        """The prefix of this enclave's keys in Redis: one per audit store (its signing key), so enclaves
+        that share a Redis never mix their queues or cached answers."""
+        return f"enclave:{key_id(audit.signer.public)[:16]}"
 
     def manifest(self, dataset: str) -> Manifest:
         try:
@@ -359,24 +426,28 @@ class Enclave:
                 grant(tx, "demo-steward", DEMO_RESEARCHER, "demo", self.settings.demo_epsilon_cap,
                       self.settings.demo_delta_cap)
 
-    def _refuse(self, researcher: str, record: dict[str, object], error: QueryError) -> QueryError:
+    def _refuse(self, researcher: str, record: dict[str, object], error: QueryError,
+                hooks: Hooks = SYNCHRONOUS) -> QueryError:
         reasons = [f"{v.code}: {v.message}" for v in error.violations] or [f"{error.code}: {error.message}"]
         with self.audit.transaction() as tx:
             tx.append("query.refused", researcher, "deny", reasons, **record, code=error.code)
+            hooks.refused(tx, error)
         return error
 
     def query(self, researcher: str, dataset: str, sql: str, epsilon: float | None = None,
-              timings: dict[str, float] | None = None, *, adhoc: bool = True, hold: bool = True) -> Release:
+              timings: dict[str, float] | None = None, *, adhoc: bool = True, hold: bool = True,
+              hooks: Hooks = SYNCHRONOUS) -> Release:
         """The whole protected pipeline for one request; raises QueryError when refused or failed.
 
         A query that is charged is answered at its deadline (`Prepared.cost`, set from its worst case
         before it runs), released or failed, never before: with `hold` this waits for it; without, the
         caller must (`Release.answer_at`, `QueryError.answer_at`). `adhoc` is False for a run of an
         approved template (allowed by templates-only grants). `timings`, when given, receives the seconds
-        spent in each stage (for bench/).
+        spent in each stage (for bench/). `hooks` are an asynchronous query's (enclave.jobs).
         """
         try:
-            release = self._query(researcher, dataset, sql, epsilon, timings, adhoc)
+            release = self.run_planned(researcher, self.planned(researcher, dataset, sql, epsilon, timings, hooks),
+                                       timings, adhoc, hooks)
         except QueryError as error:  # charged, then failed, when it has a deadline (answer_at)
             metrics.query_decided("failed" if error.answer_at else "refused", dataset, error.code)
             if hold:
@@ -387,36 +458,70 @@ class Enclave:
             hold_until(release.answer_at)
         return release
 
-    def _query(self, researcher: str, dataset: str, sql: str, epsilon: float | None,
-               timings: dict[str, float] | None, adhoc: bool) -> Release:
+    def planned(self, researcher: str, dataset: str, sql: str, epsilon: float | None,
+                timings: dict[str, float] | None = None, hooks: Hooks = SYNCHRONOUS) -> Planned:
+        """Check, rewrite and plan a query; a refusal is recorded and raised (QueryError)."""
         record: dict[str, object] = {"dataset": dataset, "rules_sha256": self.rules.sha256,
                                      "sql_submitted": sql, "sql_submitted_sha256": sha256_text(sql)}
         try:
             with _stage(timings, "check+rewrite+bind"):
                 prepared = self.prepare(dataset, sql)
         except QueryError as error:
-            raise self._refuse(researcher, record, error) from None
+            raise self._refuse(researcher, record, error, hooks) from None
         if prepared.rewritten is None or prepared.version is None:
             raise self._refuse(researcher, record, QueryError(
-                "check_failed", "The query was refused by the check.", prepared.result.violations))
-        rewritten, version = prepared.rewritten, prepared.version
+                "check_failed", "The query was refused by the check.", prepared.result.violations), hooks)
         try:
             with _stage(timings, "plan"):
-                plan = self.plan(dataset, rewritten, epsilon)
+                plan = self.plan(dataset, prepared.rewritten, epsilon)
         except PlanError as error:
-            raise self._refuse(researcher, record, QueryError(error.code, error.message)) from None
+            raise self._refuse(researcher, record, QueryError(error.code, error.message), hooks) from None
+        return Planned(prepared, plan, record)
+
+    def admit(self, researcher: str, dataset: str, planned: Planned, *, adhoc: bool = True) -> str:
+        """The request key of a planned query if its grant allows its charge now (or an identical request
+        was released already, which a replay answers at no cost); else the refusal, recorded and raised.
+        Charges nothing: an asynchronous query is charged when a worker starts it."""
+        rewritten, version = planned.prepared.rewritten, planned.prepared.version
+        assert rewritten is not None
+        assert version is not None
+        key = replay.request_key(researcher, dataset, version.label, rewritten.checked.canonical_sql,
+                                 planned.plan.epsilon)
+        with self.audit.transaction() as tx:
+            existing = replay.find(tx, key)
+            if existing is not None and existing.status == "released":
+                return key
+            try:
+                admit(tx, researcher, dataset, planned.plan.epsilon, planned.plan.delta, adhoc=adhoc)
+            except BudgetError as error:
+                refusal = QueryError(error.code, error.message)
+                tx.append("query.refused", researcher, "deny", [f"{error.code}: {error.message}"],
+                          **planned.record, code=error.code)
+            else:
+                return key
+        raise refusal
+
+    def run_planned(self, researcher: str, planned: Planned, timings: dict[str, float] | None = None,
+                    adhoc: bool = True, hooks: Hooks = SYNCHRONOUS) -> Release:
+        """Charge (or replay), execute, protect and record a planned query; the answer is not held: the
+        caller waits for `answer_at` (as `query` does with `hold`)."""
+        dataset = str(planned.record["dataset"])
+        prepared, plan, record = planned.prepared, planned.plan, dict(planned.record)
+        assert prepared.rewritten is not None
+        assert prepared.version is not None
+        rewritten, version = prepared.rewritten, prepared.version
         consent = None
         if self.manifest(dataset).consent_required:
             try:
                 consent = self.consent_snapshot(dataset, version, self._purpose(researcher, dataset))
             except QueryError as error:
-                raise self._refuse(researcher, record, error) from None
+                raise self._refuse(researcher, record, error, hooks) from None
         record.update(data_version=version.label, canonical_sql=rewritten.checked.canonical_sql,
                       sql_executed_sha256=sha256_text(rewritten.sql), plan=plan_summary(plan, prepared.cost),
                       **({"consent": consent.summary} if consent is not None else {}))
         key = replay.request_key(researcher, dataset, version.label, rewritten.checked.canonical_sql, plan.epsilon)
         with _stage(timings, "reserve+audit"):
-            reserved = self._reserve_or_replay(researcher, dataset, plan, key, record, adhoc)
+            reserved = self._reserve_or_replay(researcher, dataset, plan, key, record, adhoc, hooks)
         if isinstance(reserved, Release):
             return reserved
         query_id, left = reserved
@@ -424,6 +529,8 @@ class Enclave:
         cost = prepared.cost
         assert cost is not None  # a prepared query with a rewrite always has its cost
         answer_at = self._execution_slot(cost, timings)
+        hooks.started(answer_at)
+        failure: QueryError | None = None
         try:
             with _stage(timings, "execute"):
                 raw = self.execute_unprotected(dataset, rewritten, consent, version, cost.deadline_seconds)
@@ -432,17 +539,19 @@ class Enclave:
             if time.monotonic() > answer_at:  # an overrun: too late to answer on time, so a timeout, charged
                 raise ExecutionError("execution_timeout")
         except ExecutionError as error:
-            raise self._failed(researcher, dataset, query_id, key, QueryError(
-                error.code, error.message, answer_at=answer_at)) from None
+            failure = QueryError(error.code, error.message, answer_at=answer_at)
         except Exception:  # never a partial release, never a trace: recorded, charge kept
-            raise self._failed(researcher, dataset, query_id, key, QueryError(
-                "protection_failed", "The result could not be protected; nothing was released.",
-                answer_at=answer_at)) from None
+            failure = QueryError("protection_failed", "The result could not be protected; nothing was released.",
+                                 answer_at=answer_at)
+        if failure is not None:
+            hooks.hold(answer_at)
+            raise self._failed(researcher, dataset, query_id, key, failure, hooks) from None
         release = Release(query_id=query_id, dataset=dataset, data_version=version.label,
                           rules_sha256=self.rules.sha256, epsilon=plan.epsilon, delta=plan.delta, alpha=plan.alpha,
                           suppression_threshold=plan.suppression_threshold, columns=columns, rows=rows)
         payload = release.payload()
         suppressed = sum(1 for row in rows for cell in row if cell.suppressed)
+        hooks.hold(answer_at)
         try:  # nothing is released unless its record is durably written first
             with _stage(timings, "record release"), self.audit.transaction() as tx:
                 released = tx.append("query.released", researcher, "allow", [], query_id=query_id, dataset=dataset,
@@ -450,8 +559,12 @@ class Enclave:
                                      cells=sum(len(row) for row in rows), suppressed_cells=suppressed,
                                      payload_sha256=sha256_text(payload))
                 replay.complete(tx, key, payload, int(released["seq"]))
+                hooks.released(tx, key)
+        except Superseded:
+            raise
         except Exception:
             raise QueryError("audit_unavailable", QUERY_CODES["audit_unavailable"], answer_at=answer_at) from None
+        self.answers.put(key, payload)
         return release.model_copy(update={"audit_seq": released["seq"], "epsilon_remaining": left.epsilon,
                                           "delta_remaining": left.delta}).held_until(answer_at)
 
@@ -465,44 +578,72 @@ class Enclave:
         return taken + held
 
     def _reserve_or_replay(self, researcher: str, dataset: str, plan: PrivacyPlan, key: str,
-                           record: dict[str, object], adhoc: bool) -> tuple[str, Remaining] | Release:
-        """Reserve the charge (recorded) or return the released answer of an identical request."""
+                           record: dict[str, object], adhoc: bool,
+                           hooks: Hooks = SYNCHRONOUS) -> tuple[str, Remaining] | Release:
+        """Reserve the charge (recorded) or return the released answer of an identical request, from the
+        shared cache (enclave.disclosure.cache) or the store, its `query.replayed` record written first.
+        A job retried after its worker died re-uses the charge it recorded: one job, one charge."""
+        if hooks.charged_key is not None and hooks.charged_key != key:  # retried on another data version
+            assert hooks.query_id is not None
+            raise self._failed(researcher, dataset, hooks.query_id, hooks.charged_key,
+                               QueryError("data_changed", QUERY_CODES["data_changed"]), hooks)
+        cached = self.answers.get(key)  # a released answer is final for its key: the cache holds no other
         deadline = time.monotonic() + self.rules.execution.timeout_seconds + 30
         while True:
             refusal: QueryError | None = None
+            answer: Release | None = None
             with self.audit.transaction() as tx:
-                existing = replay.find(tx, key)
+                payload = cached
+                existing = replay.find(tx, key) if payload is None else None
                 if existing is not None and existing.status == "released" and existing.payload is not None:
+                    payload = existing.payload
+                if payload is not None:
+                    answer = Release.model_validate_json(payload)
                     replayed = tx.append("query.replayed", researcher, "allow", [], **record,
-                                         query_id=existing.query_id)
+                                         query_id=answer.query_id, payload_sha256=sha256_text(payload))
                     left = remaining(tx, researcher, dataset)
-                    return Release.model_validate_json(existing.payload).model_copy(update={
+                    hooks.replayed(tx, key)
+                    answer = answer.model_copy(update={
                         "replayed": True, "audit_seq": replayed["seq"],
                         "epsilon_remaining": left.epsilon if left else None,
                         "delta_remaining": left.delta if left else None})
-                if existing is None or not replay.is_live(existing):
+                elif hooks.charged_key == key and hooks.query_id is not None:  # a retry: charged already
+                    replay.claim(tx, key, hooks.query_id, researcher)
+                    hooks.charged(tx, hooks.query_id, key, True)
+                    left = remaining(tx, researcher, dataset)
+                    assert left is not None  # it was charged on this grant
+                    return hooks.query_id, left
+                elif existing is None or not replay.is_live(existing):
                     try:
                         query_id, left, _ = reserve(tx, researcher, dataset, plan.epsilon, plan.delta, record,
-                                                    adhoc=adhoc)
+                                                    adhoc=adhoc, query_id=hooks.query_id)
                     except BudgetError as error:
                         refusal = QueryError(error.code, error.message)
                         tx.append("query.refused", researcher, "deny", [f"{error.code}: {error.message}"],
                                   **record, code=error.code)
+                        hooks.refused(tx, refusal)
                     else:
                         replay.claim(tx, key, query_id, researcher)
+                        hooks.charged(tx, query_id, key, False)
                         return query_id, left
+            if answer is not None:
+                if cached is None and payload is not None:
+                    self.answers.put(key, payload)
+                return answer
             if refusal is not None:
                 raise refusal
             if time.monotonic() > deadline:
                 raise self._refuse(researcher, record, QueryError("request_in_progress", QUERY_CODES[
-                    "request_in_progress"]))
+                    "request_in_progress"]), hooks)
             time.sleep(0.05)
 
-    def _failed(self, researcher: str, dataset: str, query_id: str, key: str, error: QueryError) -> QueryError:
+    def _failed(self, researcher: str, dataset: str, query_id: str, key: str, error: QueryError,
+                hooks: Hooks = SYNCHRONOUS) -> QueryError:
         with self.audit.transaction() as tx:
             tx.append("query.failed", researcher, "deny", [f"{error.code}: {error.message}"], query_id=query_id,
                       dataset=dataset, code=error.code)
             replay.fail(tx, key)
+            hooks.failed(tx, error)
         return error
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from enclave.api.deps import RateLimiter
 from enclave.api.observe import Observe
 from enclave.api.routes import auditor, onboarding, operations, researcher, steward, templates
 from enclave.api.schemas import ErrorOut
+from enclave.jobs.queue import JobQueue
 from enclave.ops import logs, metrics
 from enclave.pipeline import Enclave
 from enclave.settings import Settings
@@ -38,6 +39,8 @@ def create_app(settings: Settings) -> FastAPI:
                   responses={code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 429, 500)})
     app.state.enclave = enclave
     app.state.limiter = RateLimiter(settings)
+    # the queue of asynchronous queries, with Redis only; without it every query is answered synchronously
+    app.state.jobs = JobQueue.connect(settings.redis_url, enclave.namespace) if settings.redis_url else None
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes, upload_limit=settings.max_upload_bytes)
     app.add_middleware(Observe)  # outermost: every answer gets its request id, log line and metrics

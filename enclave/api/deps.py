@@ -16,6 +16,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from enclave.access.keys import Principal, Role, authenticate
 from enclave.api.errors import ApiError
+from enclave.jobs.queue import JobQueue
 from enclave.pipeline import Enclave
 from enclave.settings import Settings
 
@@ -37,6 +38,13 @@ def get_enclave(request: Request) -> Enclave:
 
 
 EnclaveDep = Annotated[Enclave, Depends(get_enclave)]
+
+
+def get_jobs(request: Request) -> JobQueue | None:
+    return request.app.state.jobs
+
+
+JobsDep = Annotated[JobQueue | None, Depends(get_jobs)]  # None without ENCLAVE_REDIS_URL
 
 
 def current_principal(request: Request, enclave: EnclaveDep) -> Principal:

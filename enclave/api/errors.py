@@ -36,6 +36,8 @@ API_CODES: dict[str, str] = {
     "consent_refused": "Consent statements were refused (a local ID not on the roster, impossible dates); "
     "`problems` says which (400). Nothing was recorded.",
     "conflict": "The request conflicts with the resource's state, e.g. a decided template (409).",
+    "async_unavailable": "Asynchronous mode was asked for, but this enclave has no query queue "
+    "(ENCLAVE_REDIS_URL is not set); send the query in sync mode (409).",
     "internal_error": "An unexpected failure; nothing was released and no detail is given (500).",
 }
 

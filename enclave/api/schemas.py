@@ -84,6 +84,11 @@ class QueryIn(_In):
     sql: str = Field(min_length=1, max_length=20_000)
     epsilon: Epsilon | None = None
     purpose: str | None = Field(default=None, max_length=200)
+    mode: Literal["auto", "sync", "async"] = Field("auto", description="sync: answered in this response, at the "
+                                                   "query's deadline; async: 202 at once with the query id, to poll "
+                                                   "at GET /v1/queries/{id} (needs a query queue); auto: async when "
+                                                   "the deadline exceeds the rules' execution.async_after_seconds "
+                                                   "and a queue is configured, else sync. Ignored by the check.")
 
 
 class QuantityOut(BaseModel):
@@ -121,6 +126,21 @@ class QuerySummary(BaseModel):
     status: Literal["pending", "released", "failed"]
     dataset: str | None = None
     epsilon: float | None = None
+
+
+class QueryStatus(BaseModel):
+    """An asynchronous query that has no released answer (yet). Its state and progress depend on the
+    query's deadline (set before it ran) and the clock only, never on when the engine finished."""
+
+    query_id: str
+    dataset: str
+    state: Literal["queued", "executing", "protecting", "failed", "cancelled"]
+    deadline_seconds: float = Field(description="How long the query runs once a worker starts it, released or "
+                                    "failed, whatever the data.")
+    progress: float = Field(ge=0, le=1, description="The share of the time to the answer that has passed.")
+    charged: bool = Field(description="Its privacy cost is spent (a worker started it); a cancelled query that "
+                          "was not charged spent nothing.")
+    error: ErrorDetail | None = Field(None, description="Why it failed (state failed).")
 
 
 class BudgetOut(BaseModel):

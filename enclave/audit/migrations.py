@@ -10,11 +10,12 @@ consent statements and templates 1, 2, 3, ... (`enclave.audit.state`).
 A store is brought to `SCHEMA_VERSION` by applying, in order, every migration above its current
 version, each in the transaction that records it; a store written by a newer version is refused.
 SQLite's history starts at 6 (the schema before migrations were numbered); PostgreSQL's starts at 7.
+8 adds the asynchronous queries' jobs (enclave.jobs).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SQLITE: dict[int, str] = {
     6: """
@@ -68,6 +69,16 @@ INSERT INTO template_runs_v7 (id, template_id, researcher, query_id, seq)
 DROP TABLE template_runs;
 ALTER TABLE template_runs_v7 RENAME TO template_runs;
 """,
+    8: """
+CREATE TABLE jobs (
+    query_id TEXT PRIMARY KEY, researcher TEXT NOT NULL, dataset TEXT NOT NULL, sql TEXT NOT NULL,
+    epsilon REAL, adhoc INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'executing', 'released', 'failed', 'cancelled')),
+    request_key TEXT, charged INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    deadline_seconds REAL NOT NULL, answer_at REAL, error_code TEXT, error_message TEXT,
+    submitted_at REAL NOT NULL, updated_at REAL NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX jobs_by_state ON jobs (state);
+""",
 }
 
 POSTGRES: dict[int, str] = {
@@ -118,10 +129,21 @@ CREATE TABLE releases (
     payload TEXT, claimed_at DOUBLE PRECISION NOT NULL, seq BIGINT);
 CREATE INDEX releases_by_researcher ON releases (researcher, claimed_at);
 """,
+    # 8: the asynchronous queries' jobs (enclave.jobs)
+    8: """
+CREATE TABLE jobs (
+    query_id TEXT PRIMARY KEY, researcher TEXT NOT NULL, dataset TEXT NOT NULL, sql TEXT NOT NULL,
+    epsilon DOUBLE PRECISION, adhoc INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'executing', 'released', 'failed', 'cancelled')),
+    request_key TEXT, charged INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    deadline_seconds DOUBLE PRECISION NOT NULL, answer_at DOUBLE PRECISION, error_code TEXT, error_message TEXT,
+    submitted_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL, seq BIGINT NOT NULL);
+CREATE INDEX jobs_by_state ON jobs (state);
+""",
 }
 
 # What the enclave's own PostgreSQL role may do to each table. It owns none of them (the migrating role
 # does), so it can neither drop nor disable the triggers above, and it has no UPDATE or DELETE on the
 # append-only tables at all: the log, the consent registry and the data versions refuse changes twice.
 APPEND_ONLY = ("events", "checkpoints", "consents", "data_versions", "charges")
-MUTABLE = ("grants", "templates", "template_runs", "principals", "api_keys", "releases")
+MUTABLE = ("grants", "templates", "template_runs", "principals", "api_keys", "releases", "jobs")

@@ -44,6 +44,11 @@ EVENT_TYPES: dict[str, str] = {
     "query.failed": "A charged query failed during execution or protection; its charge stays spent.",
     "query.released": "A protected result was released: its cells, suppressed cells and payload hash.",
     "query.replayed": "An identical request got the already released answer again; nothing was spent.",
+    "query.queued": "An asynchronous query was checked, planned, admitted and queued; nothing is charged yet.",
+    "query.retried": "An asynchronous query was started again after its worker stopped; it re-uses its charge.",
+    "query.cancelled": "A researcher cancelled an asynchronous query; spent only if it was charged already.",
+    "query.abandoned": "An asynchronous query was given up after its workers stopped too often; nothing was "
+    "released, a recorded charge stays spent.",
 }
 
 

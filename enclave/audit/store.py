@@ -1,7 +1,8 @@
 """The audit store: an append-only, hash-chained log, with the state it governs, on one database.
 
 One database holds the log (events), its signed checkpoints, and the privacy state that the log is the
-system of record for: grants, budget charges, released answers, data versions and consents. Keeping
+system of record for: grants, budget charges, released answers, data versions and consents, and the
+asynchronous queries' jobs (enclave.jobs). Keeping
 them together makes write-ahead exact: a charge and the record of it commit in one transaction, before
 the query executes, or neither does. The database is a backend: SQLite for the embedded enclave
 (`enclave.audit.sqlite`), PostgreSQL for a service of several processes and hosts
@@ -73,6 +74,8 @@ class StoreError(RuntimeError):
 
 
 class Cursor(Protocol):
+    rowcount: int
+
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
     def __iter__(self) -> Iterator[Any]: ...

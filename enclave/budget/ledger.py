@@ -135,9 +135,10 @@ def remaining(tx: Transaction, researcher: str, dataset: str) -> Remaining | Non
     return None if units is None else Remaining(units[0] / EPSILON_UNIT, units[1] / DELTA_UNIT)
 
 
-def reserve(tx: Transaction, researcher: str, dataset: str, epsilon: float, delta: float,
-            record: dict[str, object], *, adhoc: bool = True) -> tuple[str, Remaining, dict[str, object]]:
-    """Charge (ε, δ) and record it, or raise BudgetError; both happen in the caller's transaction."""
+def admit(tx: Transaction, researcher: str, dataset: str, epsilon: float, delta: float, *,
+          adhoc: bool = True) -> tuple[int, int]:
+    """The units left if the grant allows a charge of (ε, δ) now, or raise BudgetError; charges nothing
+    (an asynchronous query is admitted when it is queued and charged when a worker starts it)."""
     found = find_grant(tx, researcher, dataset)
     units = _remaining_units(tx, researcher, dataset)
     if found is None or units is None:
@@ -151,7 +152,17 @@ def reserve(tx: Transaction, researcher: str, dataset: str, epsilon: float, delt
     if eps > units[0] or dlt > units[1]:
         raise BudgetError("budget_exceeded", f"This query costs ε={epsilon:g}, δ={delta:g}; you have "
                           f"ε={units[0] / EPSILON_UNIT:g}, δ={units[1] / DELTA_UNIT:g} left on {dataset}.")
-    query_id = uuid.uuid4().hex
+    return units
+
+
+def reserve(tx: Transaction, researcher: str, dataset: str, epsilon: float, delta: float,
+            record: dict[str, object], *, adhoc: bool = True,
+            query_id: str | None = None) -> tuple[str, Remaining, dict[str, object]]:
+    """Charge (ε, δ) and record it, or raise BudgetError; both happen in the caller's transaction.
+    `query_id` names the charge (an asynchronous query's job id); by default a new one."""
+    units = admit(tx, researcher, dataset, epsilon, delta, adhoc=adhoc)
+    eps, dlt = epsilon_units(epsilon), delta_units(delta)
+    query_id = query_id or uuid.uuid4().hex
     charge = {"epsilon": epsilon, "delta": delta, "epsilon_units": eps, "delta_units": dlt}
     charged = tx.append("query.charged", researcher, "allow", [], **{**record, "dataset": dataset},
                         query_id=query_id, charge=charge)

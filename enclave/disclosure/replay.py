@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from enclave.audit.store import Transaction
+from enclave.audit.store import Connection, Transaction
 
 # A claim older than this is taken to belong to a process that died before releasing.
 ABANDONED_AFTER_SECONDS = 300.0
@@ -37,6 +37,13 @@ def find(tx: Transaction, key: str) -> Claim | None:
     row = tx.connection.execute("SELECT query_id, status, payload, claimed_at FROM releases WHERE request_key = ?",
                                 (key,)).fetchone()
     return Claim(*row) if row else None
+
+
+def released_payload(connection: Connection, key: str) -> str | None:
+    """The released answer of a request key, if there is one."""
+    row = connection.execute("SELECT payload FROM releases WHERE request_key = ? AND status = 'released'",
+                             (key,)).fetchone()
+    return row[0] if row else None
 
 
 def is_live(claim: Claim) -> bool:

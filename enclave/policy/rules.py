@@ -115,6 +115,9 @@ class Execution(_Strict):
                                      "its slot until its deadline, so a queue's wait depends on deadlines alone.")
     max_worst_case_rows: PositiveInt = Field(5_000_000, description="The most joined rows a query may produce in "
                                              "the worst case (memory bound); beyond it a query is refused unrun.")
+    async_after_seconds: float | None = Field(None, gt=0, description="With a query queue (ENCLAVE_REDIS_URL), a "
+                                              "query whose deadline is longer than this runs asynchronously unless "
+                                              "the request asks for sync mode; unset: only when it asks for async.")
 
 
 class Rules(_Strict):

@@ -114,6 +114,7 @@ def _consent_file(world: World, caller: str) -> Prepared:
 class Call:
     status: int  # the status of a success
     prepare: Callable[[World, str], Prepared]
+    documented: tuple[int, ...] = ()  # the success statuses the OpenAPI document gives, when not just `status`
 
 
 def _none(world: World, caller: str) -> Prepared:
@@ -134,8 +135,11 @@ CALLS: dict[tuple[str, str], Call] = {
     ("GET", "/v1/rules"): Call(200, _none),
     ("POST", "/v1/queries/check"): Call(200, lambda w, c: ({}, {"dataset": "demo", "sql": SQL})),
     ("GET", "/v1/queries"): Call(200, _none),
-    ("POST", "/v1/queries"): Call(200, lambda w, c: ({}, {"dataset": "demo", "sql": SQL, "epsilon": 0.5})),
+    ("POST", "/v1/queries"): Call(200, lambda w, c: ({}, {"dataset": "demo", "sql": SQL, "epsilon": 0.5}),
+                                  documented=(200, 202)),  # 202: queued, an asynchronous query
     ("GET", "/v1/queries/{query_id}"): Call(200, _own_query),
+    # this service has no query queue, so a researcher's own (synchronous) query is no job to cancel: 404
+    ("DELETE", "/v1/queries/{query_id}"): Call(404, _own_query, documented=(200,)),
     ("GET", "/v1/budget"): Call(200, _none),
     ("POST", "/v1/principals"): Call(200, lambda w, c: ({}, {"name": f"made-by-{c}", "roles": ["researcher"]})),
     ("POST", "/v1/keys"): Call(201, lambda w, c: ({}, {"principal": "bob"})),
@@ -247,7 +251,8 @@ def test_every_documented_success_status_is_the_one_expected(service: Service):
     for path, operations in service.app.openapi()["paths"].items():
         for method, operation in operations.items():
             documented = [int(code) for code in operation["responses"] if code.startswith("2")]
-            assert documented == [CALLS[(method.upper(), path)].status], (method, path)
+            call = CALLS[(method.upper(), path)]
+            assert documented == list(call.documented or (call.status,)), (method, path)
 
 
 def _matrix() -> list:

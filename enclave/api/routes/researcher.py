@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from enclave.api.answers import answered
-from enclave.api.deps import EnclaveDep, Researcher
-from enclave.api.errors import ApiError, refused
+from enclave.api.deps import EnclaveDep, JobsDep, Researcher
+from enclave.api.errors import API_CODES, ApiError, refused
 from enclave.api.schemas import (
     BudgetOut,
     CheckOut,
     DatasetDetail,
     DatasetSummary,
+    ErrorDetail,
     PlanOut,
     QueryIn,
+    QueryStatus,
     QuerySummary,
     RulesOut,
     TableOut,
@@ -23,6 +29,8 @@ from enclave.catalog.manifest import Manifest
 from enclave.disclosure import replay
 from enclave.disclosure.plan import PlanError
 from enclave.disclosure.release import Release
+from enclave.jobs import store as jobs_store
+from enclave.jobs import submit
 from enclave.pipeline import Enclave, QueryError, UnknownDataset, plan_summary
 
 router = APIRouter(prefix="/v1", tags=["researcher"])
@@ -83,16 +91,43 @@ def check_query(body: QueryIn, enclave: EnclaveDep, principal: Researcher) -> Ch
 
 
 @router.post("/queries", operation_id="researcher-submit-query", response_model=Release,
-             responses={400: {"description": "Refused"}})
-async def submit_query(body: QueryIn, enclave: EnclaveDep, principal: Researcher) -> Release:
+             responses={202: {"model": QueryStatus, "description": "Queued: an asynchronous query, to poll"},
+                        400: {"description": "Refused"}})
+async def submit_query(body: QueryIn, enclave: EnclaveDep, jobs: JobsDep,
+                       principal: Researcher) -> Release | Response:
     """Run a query through the whole pipeline and return its protected release (or why it was refused),
-    at the deadline its worst case set before it ran."""
+    at the deadline its worst case set before it ran; or, asynchronously (`mode`), queue it and answer
+    202 at once. Refusals before the charge are answered at once in both modes, with the same codes."""
     _manifest(enclave, body.dataset)
+    if body.mode == "async" and jobs is None:
+        raise ApiError(409, "async_unavailable", API_CODES["async_unavailable"])
     try:
-        return await answered(lambda: enclave.query(principal.name, body.dataset, body.sql, body.epsilon,
-                                                    hold=False))
+        planned = await run_in_threadpool(enclave.planned, principal.name, body.dataset, body.sql, body.epsilon)
+        after = enclave.rules.execution.async_after_seconds
+        if jobs is not None and (body.mode == "async" or (
+                body.mode == "auto" and after is not None and planned.deadline_seconds > after)):
+            job = await run_in_threadpool(submit, enclave, jobs, principal.name, planned, body.sql, body.epsilon)
+            return JSONResponse(_status(enclave, job).model_dump(mode="json"), status_code=202)
+        return await answered(lambda: enclave.run_planned(principal.name, planned))
     except QueryError as error:
         raise refused(error) from None
+
+
+def _status(enclave: Enclave, job: jobs_store.Job) -> QueryStatus:
+    now, base = time.time(), enclave.rules.execution.base_seconds
+    state = job.visible(now, base)
+    assert state != "released"  # a released job is answered with its release
+    error = None
+    if job.state == "failed" and job.error_code is not None:
+        error = ErrorDetail(code=job.error_code, message=job.error_message or "", violations=[])
+    return QueryStatus(query_id=job.query_id, dataset=job.dataset, state=state, deadline_seconds=job.deadline_seconds,
+                       progress=job.progress(now, base), charged=job.charged, error=error)
+
+
+def _own_job(enclave: Enclave, query_id: str, researcher: str) -> jobs_store.Job | None:
+    with enclave.audit.reading() as connection:
+        job = jobs_store.get(connection, query_id)
+    return job if job is not None and job.researcher == researcher else None
 
 
 @router.get("/queries", operation_id="researcher-list-queries", response_model=list[QuerySummary])
@@ -107,15 +142,40 @@ def list_queries(enclave: EnclaveDep, principal: Researcher) -> list[QuerySummar
     return out
 
 
-@router.get("/queries/{query_id}", operation_id="researcher-get-query", response_model=Release)
-def get_query(query_id: str, enclave: EnclaveDep, principal: Researcher) -> Release:
-    """A released answer; another researcher's query id is answered as not found."""
+@router.get("/queries/{query_id}", operation_id="researcher-get-query", response_model=Release | QueryStatus)
+def get_query(query_id: str, enclave: EnclaveDep, principal: Researcher) -> Release | QueryStatus:
+    """A released answer, or an asynchronous query's state and progress; another researcher's query id is
+    answered as not found."""
+    job = _own_job(enclave, query_id, principal.name)
+    if job is not None and job.state == "released" and job.request_key is not None:
+        payload = enclave.answers.get(job.request_key)
+        if payload is None:
+            with enclave.audit.reading() as connection:
+                payload = replay.released_payload(connection, job.request_key)
+        if payload is not None:
+            release = Release.model_validate_json(payload)  # answered as a replay: the first release's id
+            return release.model_copy(update={"replayed": release.query_id != job.query_id})
+    if job is not None and job.state != "released":
+        return _status(enclave, job)
     with enclave.audit.transaction() as tx:
         rows = replay.of_researcher(tx, principal.name)
     for found, status, payload in rows:
         if found == query_id and status == "released" and payload:
             return Release.model_validate_json(payload)
     raise ApiError(404, "not_found", "No released query with that id.")
+
+
+@router.delete("/queries/{query_id}", operation_id="researcher-cancel-query", response_model=QueryStatus)
+def cancel_query(query_id: str, enclave: EnclaveDep, principal: Researcher) -> QueryStatus:
+    """Cancel an asynchronous query. Queued: nothing is spent. Executing: its result is discarded, and its
+    charge, once recorded, stays spent (the query may have run)."""
+    if _own_job(enclave, query_id, principal.name) is None:
+        raise ApiError(404, "not_found", "No asynchronous query with that id.")
+    with enclave.audit.transaction() as tx:
+        cancelled = jobs_store.cancel(tx, query_id, principal.name)
+    if cancelled is None:
+        raise ApiError(409, "conflict", "Only a queued or executing query can be cancelled.")
+    return _status(enclave, cancelled)
 
 
 @router.get("/budget", operation_id="researcher-get-budget", response_model=list[BudgetOut])
