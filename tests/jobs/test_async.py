@@ -33,6 +33,7 @@ from enclave.budget.ledger import grant, live_totals, rebuild_from_log, remainin
 from enclave.catalog.demo import DemoData
 from enclave.jobs.queue import LEASE_SECONDS
 from enclave.settings import PROJECT_ROOT
+from tests import stores
 from tests.api.conftest import TEST_CHILDREN, Service, assert_envelope, fresh_home, running_service
 
 FAST = "SELECT school, COUNT(*) AS n, AVG(days_absent) AS absent FROM enrollments GROUP BY school ORDER BY school"
@@ -65,7 +66,7 @@ def worker_env(service: Service) -> dict[str, str]:
     settings = service.settings
     return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "ENCLAVE_HOME": str(settings.home),
             "ENCLAVE_DEMO_CHILDREN": str(TEST_CHILDREN), "ENCLAVE_RULES_FILE": str(settings.rules_file),
-            "ENCLAVE_REDIS_URL": settings.redis_url or ""}
+            "ENCLAVE_REDIS_URL": settings.redis_url or "", **stores.environment(settings.home)}
 
 
 @contextmanager
