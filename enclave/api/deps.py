@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from limits import parse
+from limits.errors import StorageError
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
@@ -22,15 +23,25 @@ from enclave.settings import Settings
 
 
 class RateLimiter:
-    """Requests per API key, in memory or in Redis (`ENCLAVE_REDIS_URL`), apart from the privacy budget."""
+    """Requests per API key, in memory or in Redis (`ENCLAVE_REDIS_URL`), apart from the privacy budget.
+
+    Redis holds nothing that cannot be lost: while it cannot be reached (restarted, flushed, away), this
+    worker limits in its own memory instead, so a key is never unlimited and a request never fails for it.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        storage = storage_from_string(settings.redis_url) if settings.redis_url else MemoryStorage()
-        self._limiter = MovingWindowRateLimiter(storage)
+        self._memory = MovingWindowRateLimiter(MemoryStorage())
+        self._shared = MovingWindowRateLimiter(storage_from_string(settings.redis_url, wrap_exceptions=True)) if (
+            settings.redis_url) else None
         self._limit = parse(settings.rate_limit)
 
     def allow(self, key_id: str) -> bool:
-        return self._limiter.hit(self._limit, "enclave-key", key_id)
+        if self._shared is not None:
+            try:
+                return self._shared.hit(self._limit, "enclave-key", key_id)
+            except StorageError:
+                pass
+        return self._memory.hit(self._limit, "enclave-key", key_id)
 
 
 def get_enclave(request: Request) -> Enclave:
