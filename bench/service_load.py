@@ -341,6 +341,7 @@ def main() -> int:
         drain = time.monotonic() + 60  # let queued jobs finish before the store is checked
         while time.monotonic() < drain and not settled(settings):
             time.sleep(0.5)
+        alive = {"api": len(children(serve.pid)), "query": len(children(worker.pid))}
         for process in processes:
             process.send_signal(signal.SIGTERM)
         for process in processes:
@@ -350,6 +351,10 @@ def main() -> int:
                 process.kill()
         log.close()
         problems = check_store(settings, results)
+        if alive != {"api": args.api_workers, "query": args.query_workers}:  # a killed worker was replaced
+            problems.append(f"workers alive at the end: {alive}")
+        problems += [f"{route}: {outcome} x{n}" for route, outcomes in results.outcomes.items() if route != "store"
+                     for outcome, n in outcomes.items() if outcome.startswith("5")]  # never a 500
         report(results, health, elapsed, faults, problems, args)
         return 1 if problems else 0
     finally:
