@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from enclave.audit.migrations import SCHEMA_VERSION, SQLITE
@@ -71,30 +71,25 @@ class SqliteBackend:
                              "Export and verify the old log, then start a new store.")
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, begin: str, end: str) -> Iterator[sqlite3.Connection]:
+        """A connection inside one transaction, ended with `end` (or ROLLBACK if the block raises)."""
         connection = self._connect()
         try:
-            connection.execute("BEGIN IMMEDIATE")
+            connection.execute(begin)
             try:
                 yield connection
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-            connection.execute("COMMIT")
+            connection.execute(end)
         finally:
             connection.close()
 
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        connection = self._connect()
-        try:
-            connection.execute("BEGIN")
-            try:
-                yield connection
-            finally:
-                connection.execute("ROLLBACK")
-        finally:
-            connection.close()
+    def write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._transaction("BEGIN IMMEDIATE", "COMMIT")
+
+    def read(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._transaction("BEGIN", "ROLLBACK")
 
     def close(self) -> None:
         """Nothing stays open between transactions."""
