@@ -27,7 +27,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -62,56 +62,17 @@ MIX = (("replay", 0.4), ("fresh", 0.25), ("template", 0.15), ("async", 0.2))
 TERMINAL = {"failed", "cancelled"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Redis:
-    """A Redis server of the bench's own, on a fixed port, that can be killed and started again."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port, self.directory = free_port(), directory
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            sys.exit("bench/service_load.py needs redis-server (.ci/run installs it)")
-        self.process = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                         "--appendonly", "no", "--dir", str(self.directory)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-
-
 def children(pid: int) -> list[int]:
-    """The live child processes of `pid` (from /proc)."""
+    """The live worker processes of `pid` (from /proc): its children but multiprocessing's resource tracker."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                command = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(fields[1]) == pid and fields[0] != "Z":
+            if int(fields[1]) == pid and fields[0] != "Z" and b"resource_tracker" not in command:
                 found.append(int(entry.name))
     return sorted(found)
 
@@ -297,12 +258,17 @@ def main() -> int:
     args = parser.parse_args()
     if args.tiny:
         args.clients, args.seconds, args.api_workers, args.query_workers, args.children = 8, 12, 2, 1, 2000
+    try:  # the servers the suite uses (tests/stores.py): reused or started, or why they cannot be
+        stores.server()
+        stores.redis_binary()
+    except (pytest.skip.Exception, pytest.fail.Exception) as error:
+        sys.exit(f"bench/service_load.py needs PostgreSQL and redis-server: {error}")
     scratch = Path(tempfile.mkdtemp(prefix="enclave-bench-"))
     processes: list[subprocess.Popen[bytes]] = []
-    redis = Redis(scratch)
+    redis = stores.RedisServer(scratch)
     try:
         url, admin = stores.fresh_postgres()
-        port = free_port()
+        port = stores.free_port()
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "ENCLAVE_HOME": str(scratch / "home"),
                "ENCLAVE_DATABASE_URL": url, "ENCLAVE_ADMIN_DATABASE_URL": admin, "ENCLAVE_REDIS_URL": redis.url,
                "ENCLAVE_DEMO_CHILDREN": str(args.children), "ENCLAVE_RATE_LIMIT": "1000000/minute",
@@ -366,7 +332,8 @@ def main() -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def inject(fault: str, serve: subprocess.Popen[bytes], worker: subprocess.Popen[bytes], redis: Redis) -> str:
+def inject(fault: str, serve: subprocess.Popen[bytes], worker: subprocess.Popen[bytes],
+           redis: stores.RedisServer) -> str:
     if fault == "redis":
         redis.kill()
         time.sleep(0.5)

@@ -16,6 +16,7 @@ import glob
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -97,6 +98,52 @@ def fresh_postgres() -> tuple[str, str]:
     host = base.split("@", 1)[1]
     return (f"postgresql://{APP_ROLE}@{host}/{DATABASE}?options={options}",
             f"{base}/{DATABASE}?options={options}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide redis-server (.ci/run installs it)")
+        pytest.skip("redis-server is not installed on this machine")
+    return binary
+
+
+class RedisServer:
+    """A real redis-server of the caller's own on a free loopback port, keeping nothing on disk; it can be
+    killed and started again on the same port (a restart, as the fault test does)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.binary, self.port, self.directory = redis_binary(), free_port(), directory
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                         "--appendonly", "no", "--dir", str(self.directory)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
 
 def backend(kind: str, directory: Path, name: str = "log") -> Backend:

@@ -17,12 +17,15 @@ import sys
 import pytest
 
 from enclave.settings import PROJECT_ROOT
+from tests import stores
 
 BENCH = PROJECT_ROOT / "bench" / "service_load.py"
 
 
 @pytest.mark.slow
 def test_killed_workers_and_a_restarted_redis_break_no_invariant(tmp_path):
+    stores.server()  # skipped where there is neither a PostgreSQL nor a way to start one (failed in CI)
+    stores.redis_binary()
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TMPDIR": str(tmp_path)}
     done = subprocess.run([sys.executable, str(BENCH), "--tiny", "--faults", "--json"], capture_output=True,
                           text=True, timeout=300, check=False, cwd=tmp_path, env=env)

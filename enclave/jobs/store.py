@@ -102,6 +102,11 @@ def active(connection: Connection) -> list[Job]:
     return [Job.of(row) for row in rows]
 
 
+def waiting(connection: Connection) -> int:
+    """How many jobs are queued (the queue depth an operator sees: the store's count, whatever Redis holds)."""
+    return int(connection.execute("SELECT count(*) FROM jobs WHERE state = 'queued'").fetchone()[0])
+
+
 def start(tx: Transaction, query_id: str) -> Job | None:
     """Begin an attempt: the job, executing as its next attempt; None if it is no longer active, or was
     given up because it has been started MAX_ATTEMPTS times already (recorded as `query.abandoned`)."""

@@ -99,7 +99,7 @@ def charged(dataset: str, epsilon: float) -> None:
 
 
 def set_queue_depth(n: int) -> None:
-    """The number of asynchronous queries waiting (the job queue sets it whenever it knows it)."""
+    """The number of asynchronous queries waiting, read from the store when /metrics is scraped."""
     QUEUE_DEPTH.set(n)
 
 

@@ -13,7 +13,6 @@ from enclave.catalog import versions
 from enclave.catalog.demo import DemoData
 from enclave.ops.ready import is_ready, readiness
 from enclave.pipeline import Enclave
-from tests.access.test_rate_limit import redis_url  # noqa: F401 - the project's own Redis, as a fixture
 from tests.api.conftest import Service, assert_envelope, fresh_home, running_service
 
 TOKEN = "scrape-token-0123456789abcdef"
@@ -72,7 +71,7 @@ def test_readyz_checks_the_database_and_each_dataset(service: Service) -> None:
 
 
 def test_readyz_pings_redis_and_says_which_check_failed(tmp_path: Path, demo_data: DemoData,
-                                                        redis_url: str) -> None:  # noqa: F811
+                                                        redis_url: str) -> None:
     with running_service(fresh_home(tmp_path / "up", demo_data), redis_url=redis_url) as up:
         assert up.client().get("/readyz").json()["checks"]["redis"] == "ok"
     with socket.socket() as unused:

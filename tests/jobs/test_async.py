@@ -175,14 +175,23 @@ def test_a_long_deadline_goes_async_on_its_own_unless_sync_is_asked_for(service:
     assert client.delete(f"/v1/queries/{auto.json()['query_id']}").json()["state"] == "cancelled"
 
 
+def queue_depth(service: Service) -> float:
+    """`enclave_queue_depth` as an operator's scraper reads it (from the store's jobs, not from Redis)."""
+    text = service.client("auditor").get("/metrics").text
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith("enclave_queue_depth")))
+
+
 def test_cancelling_a_queued_query_spends_nothing(service: Service) -> None:
     client = service.client("alice")
+    before = queue_depth(service)
     query_id = submit(client, FAST, 0.4).json()["query_id"]
+    assert queue_depth(service) == before + 1
     assert assert_envelope(service.client("bob").delete(f"/v1/queries/{query_id}"), 404, "not_found")
     cancelled = client.delete(f"/v1/queries/{query_id}")
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["state"] == "cancelled"
     assert cancelled.json()["charged"] is False
+    assert queue_depth(service) == before
     assert_envelope(client.delete(f"/v1/queries/{query_id}"), 409, "conflict")
     with worker(service):  # the worker takes the job, finds it cancelled and leaves it
         deadline = time.monotonic() + 30

@@ -17,6 +17,7 @@ from enclave.access.keys import Principal
 from enclave.api.deps import EnclaveDep, current_principal
 from enclave.api.errors import TEXT_ROUTE_ERRORS, ApiError
 from enclave.api.schemas import Health
+from enclave.jobs import store as jobs_store
 from enclave.ops import metrics
 from enclave.ops.ready import is_ready, readiness
 
@@ -52,6 +53,8 @@ def metrics_reader(request: Request, enclave: EnclaveDep) -> None:
 @router.get("/metrics", operation_id="auditor-get-metrics", response_class=PlainTextResponse, tags=["auditor"],
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."},
                        **TEXT_ROUTE_ERRORS})
-def metrics_text(reader: Annotated[None, Depends(metrics_reader)]) -> Response:
+def metrics_text(reader: Annotated[None, Depends(metrics_reader)], enclave: EnclaveDep) -> Response:
+    with enclave.audit.reading() as connection:
+        metrics.set_queue_depth(jobs_store.waiting(connection))
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)
