@@ -109,8 +109,8 @@ class QueryError(Exception):
 
 
 def hold_until(answer_at: float) -> None:
-    """Wait, in this thread, until `answer_at`: for callers without an event loop (the CLI, tests).
-    The HTTP API waits with `asyncio.sleep` instead, holding no thread (enclave.api.deps)."""
+    """Wait, in this thread, until `answer_at`. A charged query waits so before its outcome is recorded
+    (`Hooks.hold`), in the thread that runs it; the HTTP API then answers at once."""
     delay = answer_at - time.monotonic()
     if delay > 0:
         time.sleep(delay)
@@ -126,8 +126,9 @@ class Hooks:
 
     An asynchronous query (enclave.jobs) writes its job's state in the same transaction as the audit
     record it goes with, charges under its job id, re-uses a charge it recorded before its worker died,
-    and writes the outcome of a charged query only at its answer time (`hold`), so the state a
-    researcher polls turns released or failed at the deadline, never when the engine finished.
+    and waits for the answer time in its own way (`hold`); every query writes the outcome of its charge
+    only at its answer time, so nothing a researcher can see turns released or failed when the engine
+    finished.
     """
 
     query_id: str | None = None  # charge under this id (a job's); None: a new one
@@ -143,7 +144,10 @@ class Hooks:
         """The query holds an execution slot and will be answered at `answer_at` (time.monotonic())."""
 
     def hold(self, answer_at: float) -> None:
-        """Called before the outcome of a charged query is recorded."""
+        """Wait for the answer time before the outcome of a charged query is recorded. Recording it earlier
+        would let the data show: an identical request waiting on the claim would get the replay, and a
+        researcher's list of queries would show it released, when the engine finished."""
+        hold_until(answer_at)
 
     def replayed(self, tx: Transaction, key: str) -> None:
         """An identical request's released answer is being given again."""

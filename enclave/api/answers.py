@@ -1,10 +1,11 @@
-"""Answering a charged query at its deadline, holding no thread while it waits (invariant 10).
+"""Answering a charged query at its deadline (invariant 10).
 
-The pipeline runs in a worker thread and returns at once with the time its answer may be shown (the
-deadline set from the query's worst case before it ran). The wait for that time is an `asyncio.sleep`
-on the event loop, so a worker thread is busy only while the engine really works, and many queries can
-be waiting for their deadlines at once. A failure after the charge waits for the same deadline: a
-released answer, an overrun and a failure all come at the same time, whatever the data.
+The pipeline runs in a worker thread. It records a charged query's outcome only at its answer time (the
+deadline set from the query's worst case before it ran; `Hooks.hold`), so that an identical request
+waiting on its claim, or a researcher listing their queries, cannot see the release when the engine
+finished; the thread is held until then. The `asyncio.sleep` here is the backstop: whatever the
+pipeline returns is not sent before the answer time it carries. A released answer, an overrun and a
+failure after the charge all come at the same time, whatever the data.
 """
 
 from __future__ import annotations

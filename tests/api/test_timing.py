@@ -11,6 +11,7 @@ for it), and every charged query is answered at the deadline set from that worst
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 
 import duckdb
@@ -110,3 +111,33 @@ def test_an_overrun_is_answered_at_the_deadline_as_a_timeout_and_stays_charged(
     records = fresh_enclave.audit.records()
     assert [r["event"] for r in records if r["event"] in ("query.charged", "query.failed")] == [
         "query.charged", "query.failed"] * 2
+
+
+def test_an_identical_request_in_flight_is_not_answered_before_the_first_one(service: Service) -> None:
+    """Found with the asynchronous queries: the first request's release was recorded when the engine
+    finished, and an identical request waiting on its claim was answered as a replay at that moment, so
+    its response time measured the engine. The replay is answered no earlier than the first one."""
+    client = service.client("alice")
+    sql = PROBE.format(op=">=", value=3)  # a join: the deadline is well past the engine's time
+    answers: list[dict[str, object]] = []
+
+    def ask() -> None:
+        started = time.monotonic()
+        response = client.post("/v1/queries", json={"dataset": "demo", "sql": sql, "epsilon": 0.01})
+        answers.append({"status": response.status_code, "replayed": response.json().get("replayed"),
+                        "started": started, "ended": time.monotonic()})
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.15)  # the first has claimed the request key and is running when the second comes
+    for thread in threads:
+        thread.join()
+    assert [a["status"] for a in answers] == [200, 200]
+    (original,) = [a for a in answers if not a["replayed"]]
+    (replayed,) = [a for a in answers if a["replayed"]]
+    prepared = service.enclave.prepare("demo", sql)
+    assert prepared.cost is not None
+    answer_after = prepared.cost.deadline_seconds + service.enclave.rules.execution.base_seconds
+    assert original["ended"] - original["started"] >= answer_after  # type: ignore[operator]
+    assert replayed["ended"] >= original["ended"] - 0.05  # type: ignore[operator]
