@@ -61,9 +61,10 @@ def schema_version(connection: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(admin_url: str, app_user: str | None = None) -> int:
-    """Apply every pending migration as the owning role, and grant the enclave's role (created if it does
-    not exist, with the password its URL carries) exactly its privileges. Returns the schema version."""
+def migrate(admin_url: str, app_url: str | None = None) -> int:
+    """Apply every pending migration as the owning role, and grant the enclave's role (the user of
+    `app_url`; created if it does not exist, given the password that URL carries) exactly its privileges.
+    Returns the schema version."""
     with psycopg.connect(admin_url) as connection:
         connection.execute(MIGRATE_LOCK)
         connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
@@ -75,16 +76,19 @@ def migrate(admin_url: str, app_user: str | None = None) -> int:
         for step in sorted(v for v in POSTGRES if v > version):
             connection.execute(POSTGRES[step])  # type: ignore[arg-type]
             connection.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (step,))
+        app_user = user_of(app_url) if app_url else ""
         if app_user and app_user != user_of(admin_url) and app_user != connection.info.user:
-            _grant(connection, app_user)
+            _grant(connection, app_user, conninfo_to_dict(app_url or "").get("password"))
     return SCHEMA_VERSION
 
 
-def _grant(connection: psycopg.Connection, user: str) -> None:
+def _grant(connection: psycopg.Connection, user: str, password: object) -> None:
     role = sql.Identifier(user)
     exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
     if not exists:
         connection.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+    if password:
+        connection.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(str(password))))
     schema = sql.Identifier(str(connection.execute("SELECT current_schema()").fetchone()[0]))  # type: ignore[index]
     tables = sql.SQL(", ").join
     connection.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
@@ -105,7 +109,7 @@ class PostgresBackend:
         which production mode sets)."""
         self.url = url
         if admin_url:
-            migrate(admin_url, user_of(url))
+            migrate(admin_url, url)
         else:
             with psycopg.connect(url) as connection:
                 behind = schema_version(connection) < SCHEMA_VERSION

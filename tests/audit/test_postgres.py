@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import os
 from pathlib import Path
 
 import psycopg
@@ -103,8 +104,8 @@ def test_an_edit_behind_the_triggers_is_caught_by_verify_and_the_start_up_check(
 
 def test_migrations_are_numbered_applied_once_and_a_newer_store_is_refused(tmp_path):
     url, admin = stores.fresh_postgres()
-    assert migrate(admin, stores.APP_ROLE) == SCHEMA_VERSION
-    assert migrate(admin, stores.APP_ROLE) == SCHEMA_VERSION  # again: nothing to do
+    assert migrate(admin, url) == SCHEMA_VERSION
+    assert migrate(admin, url) == SCHEMA_VERSION  # again: nothing to do
     with psycopg.connect(admin) as connection:
         versions = [v for (v,) in connection.execute("SELECT version FROM schema_migrations ORDER BY version")]
         assert versions == sorted(POSTGRES) == [7, 8]
@@ -112,7 +113,7 @@ def test_migrations_are_numbered_applied_once_and_a_newer_store_is_refused(tmp_p
     with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
         PostgresBackend(url)
     with pytest.raises(StoreError, match="Upgrade the enclave"):
-        migrate(admin, stores.APP_ROLE)
+        migrate(admin, url)
 
 
 def test_an_unmigrated_store_is_refused_to_the_enclave_role(tmp_path):
@@ -168,3 +169,25 @@ def _export(store: AuditStore) -> list[str]:
     buffer = io.StringIO()
     store.export(buffer)
     return buffer.getvalue().splitlines()
+
+
+def test_migrate_creates_the_enclave_role_with_the_password_its_url_carries(tmp_path):
+    """A deployment's first `enclave migrate`: the enclave's role does not exist yet; it is made with the
+    password in ENCLAVE_DATABASE_URL (stored as the server's SCRAM hash) and opens the store. The test
+    server trusts loopback, so the login itself does not check the password here."""
+    role = f"enclave_app_{os.getpid()}"
+    url, admin = stores.fresh_postgres()
+    password = "s3cret-" + role
+    url = url.replace(f"{stores.APP_ROLE}@", f"{role}:{password}@")
+    try:
+        migrate(admin, url)
+        with psycopg.connect(admin) as connection:
+            stored = connection.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)).fetchone()
+            assert stored is not None
+            assert stored[0].startswith("SCRAM-SHA-256$")  # the password was set, hashed by the server
+        backend = PostgresBackend(url)
+        backend.close()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f"DROP OWNED BY {role}")
+            connection.execute(f"DROP ROLE IF EXISTS {role}")
