@@ -41,3 +41,29 @@ def root_of_hashes(leaves: Sequence[bytes]) -> bytes:
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """MTH(D[n]) of RFC 9162 for the raw leaves D."""
     return root_of_hashes([leaf_hash(leaf) for leaf in leaves])
+
+
+# A frontier: the roots of the perfect subtrees that the leaves so far decompose into, left to right, as
+# (height, hash) with heights strictly decreasing (one per 1-bit of the size). Appending a leaf merges
+# equal heights, so it costs O(log n) amortised O(1); the MTH of all the leaves folds the frontier from
+# the right: the largest power of two below the size is exactly the first subtree (RFC 9162, 2.1.1).
+Frontier = list[tuple[int, bytes]]
+
+
+def push(frontier: Frontier, leaf: bytes) -> Frontier:
+    """The frontier after one more leaf (given as its leaf hash)."""
+    grown = [*frontier, (0, leaf)]
+    while len(grown) > 1 and grown[-1][0] == grown[-2][0]:
+        (height, left), (_, right) = grown[-2], grown[-1]
+        grown[-2:] = [(height + 1, node_hash(left, right))]
+    return grown
+
+
+def root_of_frontier(frontier: Frontier) -> bytes:
+    """MTH of the leaves the frontier was pushed: the same as `root_of_hashes` over them."""
+    if not frontier:
+        return EMPTY_ROOT
+    root = frontier[-1][1]
+    for _, subtree in reversed(frontier[:-1]):
+        root = node_hash(subtree, root)
+    return root

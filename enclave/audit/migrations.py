@@ -10,12 +10,12 @@ consent statements and templates 1, 2, 3, ... (`enclave.audit.state`).
 A store is brought to `SCHEMA_VERSION` by applying, in order, every migration above its current
 version, each in the transaction that records it; a store written by a newer version is refused.
 SQLite's history starts at 6 (the schema before migrations were numbered); PostgreSQL's starts at 7.
-8 adds the asynchronous queries' jobs (enclave.jobs).
+8 adds the asynchronous queries' jobs (enclave.jobs); 9 the log's Merkle frontier (enclave.audit.merkle).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 SQLITE: dict[int, str] = {
     6: """
@@ -79,6 +79,9 @@ CREATE TABLE jobs (
     submitted_at REAL NOT NULL, updated_at REAL NOT NULL, seq INTEGER NOT NULL);
 CREATE INDEX jobs_by_state ON jobs (state);
 """,
+    9: """
+CREATE TABLE merkle (id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL, frontier TEXT NOT NULL);
+""",
 }
 
 POSTGRES: dict[int, str] = {
@@ -140,10 +143,14 @@ CREATE TABLE jobs (
     submitted_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL, seq BIGINT NOT NULL);
 CREATE INDEX jobs_by_state ON jobs (state);
 """,
+    # 9: the Merkle frontier of the log, so that a checkpoint costs O(log n), not a pass over the log
+    9: """
+CREATE TABLE merkle (id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL, frontier TEXT NOT NULL);
+""",
 }
 
 # What the enclave's own PostgreSQL role may do to each table. It owns none of them (the migrating role
 # does), so it can neither drop nor disable the triggers above, and it has no UPDATE or DELETE on the
 # append-only tables at all: the log, the consent registry and the data versions refuse changes twice.
 APPEND_ONLY = ("events", "checkpoints", "consents", "data_versions", "charges")
-MUTABLE = ("grants", "templates", "template_runs", "principals", "api_keys", "releases", "jobs")
+MUTABLE = ("grants", "templates", "template_runs", "principals", "api_keys", "releases", "jobs", "merkle")

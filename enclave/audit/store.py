@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, TextIO
 
-from enclave.audit.merkle import leaf_hash, root_of_hashes
+from enclave.audit.merkle import Frontier, leaf_hash, push, root_of_frontier, root_of_hashes
 from enclave.audit.records import GENESIS, canonical, now, record_hash
 from enclave.audit.signing import Signer, key_id
 from enclave.ops.metrics import timed_audit_append
@@ -38,8 +38,10 @@ class Transaction:
         record = {**fields, "seq": seq + 1, "time": now(), "actor": actor, "event": event,
                   "decision": decision, "reasons": reasons or [], "prev_hash": prev}
         digest = record_hash(record)
+        text = canonical(record)
         self.connection.execute("INSERT INTO events (seq, hash, record) VALUES (?, ?, ?)",
-                                (seq + 1, digest, canonical(record).decode()))
+                                (seq + 1, digest, text.decode()))
+        self._keep(seq + 1, push(self._frontier(seq), leaf_hash(text)))
         if (seq + 1) % self._store.checkpoint_every == 0:
             self.checkpoint()
         return {**record, "hash": digest}
@@ -47,6 +49,23 @@ class Transaction:
     def _head(self) -> tuple[int, str]:
         row = self.connection.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         return (row[0], row[1]) if row else (0, GENESIS)
+
+    def _frontier(self, head: int) -> Frontier:
+        """The Merkle frontier of records 1..head, as kept in `merkle`; rebuilt from the log, once, when it
+        is not there or not at the head (a store from before migration 9, or a restored one)."""
+        row = self.connection.execute("SELECT size, frontier FROM merkle WHERE id = 1").fetchone()
+        if row is not None and row[0] == head:
+            return [(height, bytes.fromhex(subtree)) for height, subtree in json.loads(row[1])]
+        frontier: Frontier = []
+        for (text,) in self.connection.execute("SELECT record FROM events WHERE seq <= ? ORDER BY seq", (head,)):
+            frontier = push(frontier, leaf_hash(text.encode()))
+        return frontier
+
+    def _keep(self, size: int, frontier: Frontier) -> None:
+        self.connection.execute(
+            "INSERT INTO merkle (id, size, frontier) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "size = excluded.size, frontier = excluded.frontier",
+            (size, json.dumps([[height, subtree.hex()] for height, subtree in frontier])))
 
     def checkpoint(self, size: int | None = None) -> dict[str, object] | None:
         """Sign the Merkle root of records 1..size (default: the head), unless that is signed already.
@@ -59,9 +78,12 @@ class Transaction:
         if size == 0 or self.connection.execute(
                 "SELECT 1 FROM checkpoints WHERE size = ?", (size,)).fetchone():
             return None
-        leaves = [leaf_hash(row[0].encode()) for row in
-                  self.connection.execute("SELECT record FROM events WHERE seq <= ? ORDER BY seq", (size,))]
-        body = {"size": size, "root": root_of_hashes(leaves).hex(), "time": now(),
+        if size == head:  # O(log n): the frontier the appends kept
+            root = root_of_frontier(self._frontier(head))
+        else:  # a size below the head, signed later (an export's range): its own pass over the records
+            root = root_of_hashes([leaf_hash(text.encode()) for (text,) in self.connection.execute(
+                "SELECT record FROM events WHERE seq <= ? ORDER BY seq", (size,))])
+        body = {"size": size, "root": root.hex(), "time": now(),
                 "key_id": key_id(self._store.signer.public)}
         signed = {"checkpoint": body, "signature": self._store.signer.sign(canonical(body))}
         self.connection.execute("INSERT INTO checkpoints (size, record) VALUES (?, ?)",

@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from enclave.audit.merkle import leaf_hash, root_of_hashes
 from enclave.audit.records import EVENT_TYPES, GENESIS, record_hash
 from enclave.audit.signing import Signer, load_public_key, public_pem
 from enclave.audit.store import AuditStore
@@ -631,3 +632,24 @@ def test_cli_verifies_an_export_offline(lines, public, tmp_path):
     assert refused.stdout.startswith("FAILED")
     assert refused.stdout.strip() == "FAILED at line 19: record 17 does not match its hash (edited)"
     assert "Traceback" not in refused.stderr
+
+
+def test_a_checkpoint_signs_the_frontiers_root_and_a_missing_frontier_is_rebuilt(tmp_path, backend_kind):
+    """Appends keep the log's Merkle frontier (O(log n) a checkpoint); it signs the same root as a pass over
+    every record, and a store without it (one from before migration 9) rebuilds it from the log."""
+    store = build_reference(tmp_path, backend_kind)
+    with store.reading() as connection:
+        size, frontier = connection.execute("SELECT size, frontier FROM merkle").fetchone()
+        leaves = [leaf_hash(text.encode()) for (text,) in connection.execute("SELECT record FROM events ORDER BY seq")]
+    assert size == len(leaves) == 30
+    assert [height for height, _ in json.loads(frontier)] == [4, 3, 2, 1]  # 30 = 16 + 8 + 4 + 2
+    with store.transaction() as tx:
+        tx.connection.execute("DELETE FROM merkle")
+        for n in range(2):  # records 31, 32: 32 is checkpointed on its own
+            tx.append("query.refused", "r1", "deny", ["x"], dataset="demo", n=n)
+    signed = {c["checkpoint"]["size"]: c["checkpoint"]["root"] for c in store.checkpoints()}
+    with store.reading() as connection:
+        leaves = [leaf_hash(text.encode()) for (text,) in connection.execute("SELECT record FROM events ORDER BY seq")]
+        assert connection.execute("SELECT size FROM merkle").fetchone()[0] == 32
+    assert signed[32] == root_of_hashes(leaves).hex()
+    assert verify_lines(export(store), store.signer.public) == Report(True, 32, 4)  # 8, 16, 24, 32

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from enclave.audit.merkle import leaf_hash, merkle_root, node_hash
+from enclave.audit.merkle import leaf_hash, merkle_root, node_hash, push, root_of_frontier, root_of_hashes
 
 LEAVES = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
 ROOTS = [
@@ -41,3 +41,20 @@ def test_any_change_of_a_leaf_or_the_order_changes_the_root():
 def test_leaf_and_node_hashes_are_domain_separated():
     a, b = leaf_hash(b"a"), leaf_hash(b"b")
     assert node_hash(a, b) != leaf_hash(a + b)
+
+
+@pytest.mark.parametrize("size", range(9))
+def test_the_frontier_gives_the_published_root(size):
+    frontier: list[tuple[int, bytes]] = []
+    for leaf in LEAVES[:size]:
+        frontier = push(frontier, leaf_hash(bytes.fromhex(leaf)))
+    assert root_of_frontier(frontier).hex() == ROOTS[size]
+
+
+def test_the_frontier_equals_the_recursive_root_at_every_size_and_stays_logarithmic():
+    leaves = [leaf_hash(f"record-{i}".encode()) for i in range(1100)]
+    frontier: list[tuple[int, bytes]] = []
+    for size, leaf in enumerate(leaves, start=1):
+        frontier = push(frontier, leaf)
+        assert root_of_frontier(frontier) == root_of_hashes(leaves[:size])
+        assert [height for height, _ in frontier] == [h for h in range(size.bit_length()) if size >> h & 1][::-1]
