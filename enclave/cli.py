@@ -27,6 +27,7 @@ from enclave.budget.ledger import grant, revoke_grant
 from enclave.catalog.demo import ensure_demo
 from enclave.catalog.manifest import Manifest
 from enclave.check import CheckResult, Violation
+from enclave.disclosure.cache import ReleaseCache
 from enclave.disclosure.plan import PlanError, PrivacyPlan
 from enclave.disclosure.release import Cell, Release
 from enclave.execute.cost import Cost
@@ -240,9 +241,13 @@ def _cmd_restore(store: AuditStore, args: argparse.Namespace) -> int:
     checkpoints, the governed tables against the log."""
     with open(args.path) as lines:
         restored = restore(store, lines)
+    settings = Settings()
+    forgotten = ReleaseCache.connect(settings.redis_url, Enclave.namespace_of(store)).clear()
+    if forgotten:
+        print(f"forgot {forgotten} cached answers in Redis (the store is the record)", file=sys.stderr)
     buffer = io.StringIO()
     store.export(buffer)
-    public = load_public_key(Settings().audit_path / "public-key.pem")
+    public = load_public_key(settings.audit_path / "public-key.pem")
     report = verify_lines(buffer.getvalue().splitlines(), public)
     found = differences(store)
     print(f"restored {restored['events']} records; {report.summary()}; "

@@ -108,18 +108,11 @@ class PostgresBackend:
         the enclave's own role (which then owns the log: fine for a trial, refused with `separate_owner`,
         which production mode sets)."""
         self.url = url
-        if admin_url:
-            migrate(admin_url, url)
-        else:
-            with psycopg.connect(url) as connection:
-                behind = schema_version(connection) < SCHEMA_VERSION
-            if behind:
-                try:
-                    migrate(url)
-                except (psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName):
-                    raise StoreError(f"{where(url)} is not at schema version {SCHEMA_VERSION} and the enclave's "
-                                     "role may not migrate it: run `enclave migrate` with "
-                                     "ENCLAVE_ADMIN_DATABASE_URL set (the owning role)") from None
+        try:
+            self._migrated(admin_url)
+        except psycopg.OperationalError:  # refused, unknown host or database, bad password
+            raise StoreError(f"cannot open the state store at {where(admin_url or url)}: check that PostgreSQL "
+                             "runs there and the URL's role and database") from None
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, name="enclave-store",
                                     timeout=60)
         with self.read() as connection:
@@ -136,6 +129,23 @@ class PostgresBackend:
             raise StoreError(f"the enclave's role owns the audit log at {where(url)}, so it could change it: run "
                              "`enclave migrate` with ENCLAVE_ADMIN_DATABASE_URL (the owning role) and connect as "
                              "another role")
+
+    def _migrated(self, admin_url: str | None) -> None:
+        """Migrate as the owner; without one, let the enclave's role migrate a schema that is behind (it
+        can where it created the schema's tables itself, and is told to run `enclave migrate` where not)."""
+        url = self.url
+        if admin_url:
+            migrate(admin_url, url)
+        else:
+            with psycopg.connect(url) as connection:
+                behind = schema_version(connection) < SCHEMA_VERSION
+            if behind:
+                try:
+                    migrate(url)
+                except (psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName):
+                    raise StoreError(f"{where(url)} is not at schema version {SCHEMA_VERSION} and the enclave's "
+                                     "role may not migrate it: run `enclave migrate` with "
+                                     "ENCLAVE_ADMIN_DATABASE_URL set (the owning role)") from None
 
     @contextmanager
     def write(self) -> Iterator[PgConnection]:

@@ -49,6 +49,14 @@ class ReleaseCache:
             return None
         return value.decode() if isinstance(value, bytes) else value
 
+    def clear(self) -> int:
+        """Forget every cached answer of this enclave (after a restore: the store may no longer hold them);
+        returns how many there were. Raises if Redis cannot be reached: a restore must not leave them."""
+        if self._client is None:
+            return 0
+        keys = list(self._client.scan_iter(match=self._prefix + "*", count=1000))
+        return int(self._client.delete(*keys)) if keys else 0
+
     def put(self, key: str, payload: str) -> None:
         client = self._usable()
         if client is None:

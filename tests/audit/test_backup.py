@@ -24,6 +24,8 @@ from enclave.audit.store import AuditStore, StoreError
 from enclave.audit.verify import verify_lines
 from enclave.budget.ledger import grant, live_totals, rebuild_from_log
 from enclave.consent import registry
+from enclave.disclosure.cache import ReleaseCache
+from enclave.pipeline import Enclave
 from enclave.settings import PROJECT_ROOT
 from tests import stores
 from tests.audit.test_log import build_reference, export
@@ -107,9 +109,10 @@ def test_an_edited_backup_restores_but_does_not_verify(tmp_path, backend_kind):
     assert "record 5 does not match its hash" in report.summary()
 
 
-def test_the_command_line_backs_up_an_embedded_store_and_restores_it_into_postgresql(tmp_path):
+def test_the_command_line_backs_up_an_embedded_store_and_restores_it_into_postgresql(tmp_path, redis_url):
     """How an embedded enclave moves to a deployment: `enclave backup`, then `enclave restore` with the
-    same secrets (the signing key) and ENCLAVE_DATABASE_URL set; `enclave audit verify` passes after."""
+    same secrets (the signing key) and ENCLAVE_DATABASE_URL set; `enclave audit verify` passes after, and
+    the enclave's answers cached in Redis are forgotten (the restored store is the record)."""
     home = tmp_path / "home"
     signer = Signer.load_or_create(home / "secrets" / "audit-ed25519.pem")
     source = AuditStore(stores.backend("sqlite", home / "audit"), signer)
@@ -128,13 +131,21 @@ def test_the_command_line_backs_up_an_embedded_store_and_restores_it_into_postgr
     assert made.returncode == 0, made.stderr
     assert "backed up 5 records" in made.stderr
     url, admin = stores.fresh_postgres()
-    deployed = {**base, "ENCLAVE_DATABASE_URL": url, "ENCLAVE_ADMIN_DATABASE_URL": admin}
+    deployed = {**base, "ENCLAVE_DATABASE_URL": url, "ENCLAVE_ADMIN_DATABASE_URL": admin,
+                "ENCLAVE_REDIS_URL": redis_url}
+    cache = ReleaseCache.connect(redis_url, Enclave.namespace_of(source))
+    cache.put("stale-request-key", "{}")
+    other = ReleaseCache.connect(redis_url, "enclave:someone-else")
+    other.put("their-key", "{}")
     migrated = cli("migrate", env=deployed)
     assert migrated.returncode == 0, migrated.stderr
     restored = cli("restore", str(tmp_path / "state.jsonl"), env=deployed)
     assert restored.returncode == 0, restored.stderr
     assert "restored 5 records" in restored.stderr
     assert "state: ok" in restored.stderr
+    assert "forgot 1 cached answers" in restored.stderr
+    assert cache.get("stale-request-key") is None
+    assert other.get("their-key") == "{}"  # another enclave's answers on the same Redis are left alone
     verified = cli("audit", "verify", env=deployed)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     again = cli("restore", str(tmp_path / "state.jsonl"), env=deployed)

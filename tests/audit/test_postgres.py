@@ -12,6 +12,9 @@ import io
 import json
 import multiprocessing
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -191,3 +194,25 @@ def test_migrate_creates_the_enclave_role_with_the_password_its_url_carries(tmp_
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f"DROP OWNED BY {role}")
             connection.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_an_unreachable_store_is_one_clear_error_without_its_password(tmp_path):
+    """`enclave serve` (or any command) on a PostgreSQL that does not answer: exit status 2 and one line
+    naming where it looked, never a traceback or the URL's password."""
+    with socket.socket() as sock:  # a real port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql://enclave_app:hunter2-secret@127.0.0.1:{port}/enclave"
+    with pytest.raises(StoreError, match=f"cannot open the state store at postgresql://127.0.0.1:{port}/enclave"):
+        PostgresBackend(url)
+    env = {**os.environ, "ENCLAVE_HOME": str(tmp_path), "ENCLAVE_DATABASE_URL": url}
+    env.pop("ENCLAVE_ADMIN_DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-m", "enclave.cli", "grants", "revoke", "--help"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0  # help needs no store
+    done = subprocess.run([sys.executable, "-m", "enclave.cli", "audit", "export"], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "cannot open the state store" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout
