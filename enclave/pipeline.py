@@ -22,7 +22,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +43,7 @@ from enclave.check.violations import at
 from enclave.consent import registry
 from enclave.disclosure import replay
 from enclave.disclosure.cache import ReleaseCache
-from enclave.disclosure.plan import PlanError, PrivacyPlan, plan_privacy
+from enclave.disclosure.plan import PlanError, PrivacyPlan, plan_privacy, requested_epsilon
 from enclave.disclosure.protect import protect
 from enclave.disclosure.release import Release
 from enclave.execute.cost import Cost, cost_of
@@ -169,6 +169,7 @@ class Planned:
     prepared: Prepared
     plan: PrivacyPlan
     record: dict[str, object]
+    alias: str | None = None  # the request as sent (enclave.disclosure.replay.alias_key), named at its release
 
     @property
     def deadline_seconds(self) -> float:
@@ -255,6 +256,7 @@ class Enclave:
         self._sandboxes: dict[str, Sandbox] = {}
         self._identities: dict[str, IdentityStore] = {}
         self._snapshots: OrderedDict[tuple[str, str, str, dt.date], ConsentSnapshot] = OrderedDict()
+        self._bound: OrderedDict[tuple[str, str], bool] = OrderedDict()
         self._lock = threading.RLock()
         self._slots = Slots(settings.home / "run", self.rules.execution.concurrency)
         self.namespace = self.namespace_of(self.audit)
@@ -380,14 +382,35 @@ class Enclave:
         result = self.check(dataset, sql)
         if not result.accepted or result.query is None:
             return Prepared(result, None, None)
-        version = self.version(dataset)
+        return self._rewritten(dataset, sql, result, self.version(dataset))
+
+    def _binds(self, version: DataVersion, sql: str, consent_required: bool) -> bool:
+        """Whether the engine binds a rewritten query on a version: asked once per (version, SQL), since
+        the answer depends on nothing else (the schema of a version never changes)."""
+        cache_key = (str(version.database), sql)
+        with self._lock:
+            if cache_key in self._bound:
+                self._bound.move_to_end(cache_key)
+                return self._bound[cache_key]
+        try:
+            self._sandbox(version).bind(sql, () if consent_required else None)
+            binds = True
+        except ExecutionError:
+            binds = False
+        with self._lock:
+            self._bound[cache_key] = binds
+            while len(self._bound) > 4096:
+                self._bound.popitem(last=False)
+        return binds
+
+    def _rewritten(self, dataset: str, sql: str, result: CheckResult, version: DataVersion) -> Prepared:
+        """Rewrite an accepted query against a data version, bind it and cost its worst case."""
+        assert result.query is not None
         sandbox = self._sandbox(version)
         salt = sampling_salt(self.settings.secret("sampling"), version.label)
         manifest = self.manifest(dataset)
         rewritten = rewrite(result.query, manifest, salt)
-        try:
-            sandbox.bind(rewritten.sql, () if manifest.consent_required else None)
-        except ExecutionError:
+        if not self._binds(version, rewritten.sql, manifest.consent_required):
             violation = Violation("type_mismatch", "The query does not type-check: a value is compared with, or "
                                   "passed to, something of another type.", remedy="cast to a common type")
             return Prepared(CheckResult((violation,)), None, None)
@@ -440,18 +463,21 @@ class Enclave:
 
     def query(self, researcher: str, dataset: str, sql: str, epsilon: float | None = None,
               timings: dict[str, float] | None = None, *, adhoc: bool = True, hold: bool = True,
-              hooks: Hooks = SYNCHRONOUS) -> Release:
+              hooks: Hooks = SYNCHRONOUS, sent: Mapping[str, object] | None = None) -> Release:
         """The whole protected pipeline for one request; raises QueryError when refused or failed.
 
         A query that is charged is answered at its deadline (`Prepared.cost`, set from its worst case
         before it runs), released or failed, never before: with `hold` this waits for it; without, the
         caller must (`Release.answer_at`, `QueryError.answer_at`). `adhoc` is False for a run of an
         approved template (allowed by templates-only grants). `timings`, when given, receives the seconds
-        spent in each stage (for bench/). `hooks` are an asynchronous query's (enclave.jobs).
+        spent in each stage (for bench/). `hooks` are an asynchronous query's (enclave.jobs). `sent` is the
+        request as the researcher sent it (default: the SQL and ε; a template run's: the template and its
+        parameters), which a repeat of it is replayed by (`plan_or_replay`).
         """
         try:
-            release = self.run_planned(researcher, self.planned(researcher, dataset, sql, epsilon, timings, hooks),
-                                       timings, adhoc, hooks)
+            planned = self.plan_or_replay(researcher, dataset, sql, epsilon, timings, hooks, sent)
+            release = planned if isinstance(planned, Release) else self.run_planned(
+                researcher, planned, timings, adhoc, hooks)
         except QueryError as error:  # charged, then failed, when it has a deadline (answer_at)
             metrics.query_decided("failed" if error.answer_at else "refused", dataset, error.code)
             if hold:
@@ -462,14 +488,35 @@ class Enclave:
             hold_until(release.answer_at)
         return release
 
-    def planned(self, researcher: str, dataset: str, sql: str, epsilon: float | None,
-                timings: dict[str, float] | None = None, hooks: Hooks = SYNCHRONOUS) -> Planned:
-        """Check, rewrite and plan a query; a refusal is recorded and raised (QueryError)."""
-        record: dict[str, object] = {"dataset": dataset, "rules_sha256": self.rules.sha256,
-                                     "sql_submitted": sql, "sql_submitted_sha256": sha256_text(sql)}
+    def plan_or_replay(self, researcher: str, dataset: str, sql: str, epsilon: float | None,
+                       timings: dict[str, float] | None = None, hooks: Hooks = SYNCHRONOUS,
+                       sent: Mapping[str, object] | None = None) -> Planned | Release:
+        """Check, rewrite and plan a query; a refusal is recorded and raised (QueryError). A repeat of a
+        released request is answered instead (enclave.disclosure.replay): a request as sent before at
+        once, before it is parsed; one whose checked form was released, right after the check."""
+        record = self._submitted(dataset, sql)
+        try:
+            with _stage(timings, "replay"):
+                version, alias, found = self._as_sent(researcher, dataset, sent if sent is not None else {
+                    "sql": sql, "epsilon": epsilon})
+        except QueryError as error:
+            raise self._refuse(researcher, record, error, hooks) from None
+        if found is not None:
+            return self._replay_released(researcher, dataset, found, {**found.record, **record}, None, hooks)
         try:
             with _stage(timings, "check+rewrite+bind"):
-                prepared = self.prepare(dataset, sql)
+                result = self.check(dataset, sql)
+                if not result.accepted or result.query is None:
+                    prepared = Prepared(result, None, None)
+                else:
+                    key = replay.request_key(researcher, dataset, version.label, result.query.canonical_sql,
+                                             requested_epsilon(self.rules, epsilon))
+                    with self.audit.reading() as connection:
+                        found = replay.released(connection, researcher, key)
+                    if found is not None:
+                        return self._replay_released(researcher, dataset, found, {**found.record, **record},
+                                                     alias, hooks)
+                    prepared = self._rewritten(dataset, sql, result, version)
         except QueryError as error:
             raise self._refuse(researcher, record, error, hooks) from None
         if prepared.rewritten is None or prepared.version is None:
@@ -480,7 +527,7 @@ class Enclave:
                 plan = self.plan(dataset, prepared.rewritten, epsilon)
         except PlanError as error:
             raise self._refuse(researcher, record, QueryError(error.code, error.message), hooks) from None
-        return Planned(prepared, plan, record)
+        return Planned(prepared, plan, record, alias)
 
     def admit(self, researcher: str, dataset: str, planned: Planned, *, adhoc: bool = True) -> str:
         """The request key of a planned query if its grant allows its charge now (or an identical request
@@ -525,7 +572,7 @@ class Enclave:
                       **({"consent": consent.summary} if consent is not None else {}))
         key = replay.request_key(researcher, dataset, version.label, rewritten.checked.canonical_sql, plan.epsilon)
         with _stage(timings, "reserve+audit"):
-            reserved = self._reserve_or_replay(researcher, dataset, plan, key, record, adhoc, hooks)
+            reserved = self._reserve_or_replay(researcher, dataset, plan, key, record, adhoc, hooks, planned.alias)
         if isinstance(reserved, Release):
             return reserved
         query_id, left = reserved
@@ -562,7 +609,9 @@ class Enclave:
                                      data_version=version.label, groups=len(rows),
                                      cells=sum(len(row) for row in rows), suppressed_cells=suppressed,
                                      payload_sha256=sha256_text(payload))
-                replay.complete(tx, key, payload, int(released["seq"]))
+                replay.complete(tx, key, payload, int(released["seq"]), record)
+                if planned.alias is not None:
+                    replay.remember(tx, planned.alias, key)
                 hooks.released(tx, key)
         except Superseded:
             raise
@@ -581,9 +630,62 @@ class Enclave:
             taken = self._slots.hold(held)
         return taken + held
 
+    def replay_as_sent(self, researcher: str, dataset: str, sql: str, sent: Mapping[str, object]) -> Release | None:
+        """The released answer of a request sent before exactly so (`sent`, whose SQL is `sql`; see
+        enclave.disclosure.replay), given again (recorded first); None if there is none, or no data yet."""
+        try:
+            _, _, found = self._as_sent(researcher, dataset, sent)
+        except QueryError:
+            return None
+        if found is None:
+            return None
+        return self._replay_released(researcher, dataset, found, {**found.record, **self._submitted(dataset, sql)},
+                                     None, SYNCHRONOUS)
+
+    def _submitted(self, dataset: str, sql: str) -> dict[str, object]:
+        """The audit record of a request as it arrived, before any stage has decided anything."""
+        return {"dataset": dataset, "rules_sha256": self.rules.sha256, "sql_submitted": sql,
+                "sql_submitted_sha256": sha256_text(sql)}
+
+    def _as_sent(self, researcher: str, dataset: str,
+                 sent: Mapping[str, object]) -> tuple[DataVersion, str, replay.Released | None]:
+        """The dataset's current data version, the alias of a request as sent on it, and the release that
+        alias names, if any: one read of the store (the version is read afresh, as `version` does)."""
+        self.manifest(dataset)
+        with self.audit.reading() as connection:
+            version = versions.current(connection, dataset)
+            if version is not None:
+                alias = replay.alias_key(researcher, dataset, version.label, self.rules.sha256, sent)
+                return version, alias, replay.aliased(connection, researcher, alias)
+        version = self.version(dataset)  # none yet: the demo's is made now; else no_data
+        return version, replay.alias_key(researcher, dataset, version.label, self.rules.sha256, sent), None
+
+    def _replayed(self, tx: Transaction, researcher: str, dataset: str, payload: str, record: dict[str, object],
+                  key: str, hooks: Hooks) -> Release:
+        """Give a released answer again: its `query.replayed` record first, nothing spent."""
+        answer = Release.model_validate_json(payload)
+        replayed = tx.append("query.replayed", researcher, "allow", [], **record, query_id=answer.query_id,
+                             payload_sha256=sha256_text(payload))
+        left = remaining(tx, researcher, dataset)
+        hooks.replayed(tx, key)
+        return answer.model_copy(update={
+            "replayed": True, "audit_seq": replayed["seq"], "epsilon_remaining": left.epsilon if left else None,
+            "delta_remaining": left.delta if left else None})
+
+    def _replay_released(self, researcher: str, dataset: str, found: replay.Released, record: dict[str, object],
+                         alias: str | None, hooks: Hooks) -> Release:
+        """Replay a release found before the pipeline ran (one transaction), naming it by `alias` too."""
+        def replayed(tx: Transaction) -> Release:
+            answer = self._replayed(tx, researcher, dataset, found.payload, record, found.request_key, hooks)
+            if alias is not None:
+                replay.remember(tx, alias, found.request_key)
+            return answer
+
+        return self.audit.grouped(replayed)
+
     def _reserve_or_replay(self, researcher: str, dataset: str, plan: PrivacyPlan, key: str,
-                           record: dict[str, object], adhoc: bool,
-                           hooks: Hooks = SYNCHRONOUS) -> tuple[str, Remaining] | Release:
+                           record: dict[str, object], adhoc: bool, hooks: Hooks = SYNCHRONOUS,
+                           alias: str | None = None) -> tuple[str, Remaining] | Release:
         """Reserve the charge (recorded) or return the released answer of an identical request, from the
         shared cache (enclave.disclosure.cache) or the store, its `query.replayed` record written first.
         A job retried after its worker died re-uses the charge it recorded: one job, one charge."""
@@ -602,15 +704,9 @@ class Enclave:
                 if existing is not None and existing.status == "released" and existing.payload is not None:
                     payload = existing.payload
                 if payload is not None:
-                    answer = Release.model_validate_json(payload)
-                    replayed = tx.append("query.replayed", researcher, "allow", [], **record,
-                                         query_id=answer.query_id, payload_sha256=sha256_text(payload))
-                    left = remaining(tx, researcher, dataset)
-                    hooks.replayed(tx, key)
-                    answer = answer.model_copy(update={
-                        "replayed": True, "audit_seq": replayed["seq"],
-                        "epsilon_remaining": left.epsilon if left else None,
-                        "delta_remaining": left.delta if left else None})
+                    answer = self._replayed(tx, researcher, dataset, payload, record, key, hooks)
+                    if alias is not None and existing is not None and existing.status == "released":
+                        replay.remember(tx, alias, key)
                 elif hooks.charged_key == key and hooks.query_id is not None:  # a retry: charged already
                     replay.claim(tx, key, hooks.query_id, researcher)
                     hooks.charged(tx, hooks.query_id, key, True)

@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -20,6 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENCLAVE_", frozen=True)
+    _secrets: dict[str, bytes] = PrivateAttr(default_factory=dict)
 
     rules_file: Path = Field(default=PROJECT_ROOT / "query_rules" / "default.yaml")
     datasets_dir: Path = Field(default=PROJECT_ROOT / "datasets")
@@ -70,11 +71,14 @@ class Settings(BaseSettings):
         return self.audit_dir or self.home / "audit"
 
     def secret(self, name: str) -> bytes:
-        """A 32-byte secret kept in `home/secrets/<name>`, created on first use, readable by owner only."""
-        path = self.home / "secrets" / name
-        if not path.exists():
-            write_once(path, secrets.token_bytes(32))
-        return path.read_bytes()
+        """A 32-byte secret kept in `home/secrets/<name>`, created on first use, readable by owner only;
+        read once (a secret file is written once and never changes), since requests need them often."""
+        if name not in self._secrets:
+            path = self.home / "secrets" / name
+            if not path.exists():
+                write_once(path, secrets.token_bytes(32))
+            self._secrets[name] = path.read_bytes()
+        return self._secrets[name]
 
 
 def write_once(path: Path, content: bytes) -> None:

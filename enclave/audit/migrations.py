@@ -10,12 +10,13 @@ consent statements and templates 1, 2, 3, ... (`enclave.audit.state`).
 A store is brought to `SCHEMA_VERSION` by applying, in order, every migration above its current
 version, each in the transaction that records it; a store written by a newer version is refused.
 SQLite's history starts at 6 (the schema before migrations were numbered); PostgreSQL's starts at 7.
-8 adds the asynchronous queries' jobs (enclave.jobs); 9 the log's Merkle frontier (enclave.audit.merkle).
+8 adds the asynchronous queries' jobs (enclave.jobs); 9 the log's Merkle frontier (enclave.audit.merkle);
+10 the audit record of each release and the requests, as sent, that replay it (enclave.disclosure.replay).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 SQLITE: dict[int, str] = {
     6: """
@@ -82,6 +83,12 @@ CREATE INDEX jobs_by_state ON jobs (state);
     9: """
 CREATE TABLE merkle (id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL, frontier TEXT NOT NULL);
 """,
+    # 10: a release keeps its audit record, and a request as sent (its text, ε, or template and parameters)
+    # names the release it replays, so a repeated request is answered before it is parsed again
+    10: """
+ALTER TABLE releases ADD COLUMN record TEXT;
+CREATE TABLE replay_aliases (alias TEXT PRIMARY KEY, request_key TEXT NOT NULL);
+""",
 }
 
 POSTGRES: dict[int, str] = {
@@ -147,10 +154,17 @@ CREATE INDEX jobs_by_state ON jobs (state);
     9: """
 CREATE TABLE merkle (id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL, frontier TEXT NOT NULL);
 """,
+    # 10: a release keeps its audit record, and a request as sent (its text, ε, or template and parameters)
+    # names the release it replays, so a repeated request is answered before it is parsed again
+    10: """
+ALTER TABLE releases ADD COLUMN record TEXT;
+CREATE TABLE replay_aliases (alias TEXT PRIMARY KEY, request_key TEXT NOT NULL);
+""",
 }
 
 # What the enclave's own PostgreSQL role may do to each table. It owns none of them (the migrating role
 # does), so it can neither drop nor disable the triggers above, and it has no UPDATE or DELETE on the
 # append-only tables at all: the log, the consent registry and the data versions refuse changes twice.
 APPEND_ONLY = ("events", "checkpoints", "consents", "data_versions", "charges")
-MUTABLE = ("grants", "templates", "template_runs", "principals", "api_keys", "releases", "jobs", "merkle")
+MUTABLE = ("grants", "templates", "template_runs", "principals", "api_keys", "releases", "jobs", "merkle",
+           "replay_aliases")

@@ -6,6 +6,8 @@ no floating-point noise, so no floating-point attack on it. The ε a quantity co
 measurement's own privacy map at the sensitivity (`measurement.map(d_in)`), never assumed.
 Groups without a public key set go through OpenDP's Laplace threshold; its (ε, δ) is read from OpenDP's
 map at the threshold below the one applied, for the rule OpenDP really applies (`selection_privacy`).
+Scales, thresholds and accuracies are pure functions of their arguments, so each is asked of OpenDP once
+per process (a privacy map call takes Python's import lock, so threads would queue on it per query).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def vector_laplace(scale: float) -> dp.Measurement:
     return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=INTEGER)), dp.l1_distance(T=INTEGER), scale)
 
 
+@lru_cache(maxsize=4096)
 def scale_for(sensitivity: int, epsilon: float) -> tuple[float, float]:
     """The smallest scale whose OpenDP privacy map at `sensitivity` is within `epsilon`, and that ε."""
     scale = sensitivity / epsilon
@@ -60,6 +63,7 @@ def selection_privacy(scale: float, threshold: int, groups: int) -> tuple[float,
     return threshold_measurement(scale, threshold - 1).map((groups, groups, 1))
 
 
+@lru_cache(maxsize=4096)
 def threshold_for(groups: int, epsilon: float, delta: float, floor: int) -> tuple[float, int, float, float]:
     """Scale and threshold for selecting groups by their noisy count of persons.
 
@@ -84,6 +88,7 @@ def threshold_for(groups: int, epsilon: float, delta: float, floor: int) -> tupl
     return scale, high, spent_epsilon, spent_delta
 
 
+@lru_cache(maxsize=4096)
 def accuracy(scale: float, alpha: float) -> float:
     """Half-width of the (1 - alpha) interval of the noise, from OpenDP's accuracy function."""
     return dp.discrete_laplacian_scale_to_accuracy(scale, alpha)

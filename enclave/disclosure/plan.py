@@ -95,10 +95,15 @@ def sensitivity(function: str, bounds: tuple[float, float] | None, rows: int, gr
     return rows * math.ceil(max(abs(low), abs(high)) * SUM_UNIT)
 
 
+def requested_epsilon(rules: Rules, epsilon: float | None) -> float:
+    """The ε a query asks for: its own, or the rules' default."""
+    return rules.privacy.default_epsilon if epsilon is None else epsilon
+
+
 def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, epsilon: float | None,
                  delta: float | None = None) -> PrivacyPlan:
     """The mechanisms, scales and cost of releasing a rewritten query at the requested ε."""
-    epsilon = rules.privacy.default_epsilon if epsilon is None else epsilon
+    epsilon = requested_epsilon(rules, epsilon)
     if not 0 < epsilon <= rules.privacy.max_epsilon:  # false for NaN too: the message names both
         raise PlanError("epsilon_out_of_range", f"ε must be a finite number above 0 and at most "
                         f"{rules.privacy.max_epsilon:g} per query.")

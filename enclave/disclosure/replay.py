@@ -4,6 +4,13 @@ Without this, asking the same query again and again would draw fresh noise each 
 of the answers would converge on the true value. A request is identical when the researcher, dataset,
 data version, canonical SQL and ε are. Its key is claimed in the same transaction as its charge, so a
 second identical request arriving while the first runs waits for that answer instead of paying again.
+
+A release keeps the audit record of its request (what the check, rewrite and plan decided), and every
+request as sent that it answered names it by an alias (`alias_key`: the researcher, dataset, data version
+and rules, with the SQL text and ε as sent, or the template and its parameters). So a repeated request is
+answered from its alias before it is parsed, checked, rewritten, bound or planned again; a request whose
+text differs but whose checked form is the same is answered after the check alone (`request_key`). Its
+`query.replayed` record is the one a replay after the whole pipeline would write.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from enclave.audit.store import Connection, Transaction
@@ -31,6 +39,43 @@ def request_key(researcher: str, dataset: str, data_version: str, canonical_sql:
     identity = {"researcher": researcher, "dataset": dataset, "data_version": data_version,
                 "sql": canonical_sql, "epsilon": epsilon}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def alias_key(researcher: str, dataset: str, data_version: str, rules_sha256: str,
+              sent: Mapping[str, object]) -> str:
+    """The key of a request as sent: a repeat of the same text (or template run) under the same rules."""
+    identity = {"researcher": researcher, "dataset": dataset, "data_version": data_version,
+                "rules_sha256": rules_sha256, "sent": sent}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Released:
+    """A released answer and the audit record of the request that it answered."""
+
+    request_key: str
+    payload: str
+    record: dict[str, object]
+
+
+def released(connection: Connection, researcher: str, key: str) -> Released | None:
+    """The researcher's released answer of a request key, with its record (None for a release recorded
+    before releases kept their records: the whole pipeline replays those)."""
+    row = connection.execute("SELECT payload, record FROM releases WHERE request_key = ? AND researcher = ? AND "
+                             "status = 'released' AND record IS NOT NULL", (key, researcher)).fetchone()
+    return Released(key, row[0], json.loads(row[1])) if row else None
+
+
+def aliased(connection: Connection, researcher: str, alias: str) -> Released | None:
+    """The researcher's released answer that a request as sent (`alias_key`) was answered with."""
+    row = connection.execute("SELECT request_key FROM replay_aliases WHERE alias = ?", (alias,)).fetchone()
+    return released(connection, researcher, row[0]) if row else None
+
+
+def remember(tx: Transaction, alias: str, key: str) -> None:
+    """Name, by the alias of a request as sent, the release it was answered with."""
+    tx.connection.execute("INSERT INTO replay_aliases (alias, request_key) VALUES (?, ?) "
+                          "ON CONFLICT (alias) DO NOTHING", (alias, key))
 
 
 def find(tx: Transaction, key: str) -> Claim | None:
@@ -54,7 +99,7 @@ def claim(tx: Transaction, key: str, query_id: str, researcher: str) -> None:
     tx.connection.execute("INSERT INTO releases (request_key, query_id, researcher, status, payload, claimed_at) "
                           "VALUES (?, ?, ?, 'pending', NULL, ?) ON CONFLICT (request_key) DO UPDATE SET "
                           "query_id = excluded.query_id, researcher = excluded.researcher, status = 'pending', "
-                          "payload = NULL, claimed_at = excluded.claimed_at, seq = NULL",
+                          "payload = NULL, claimed_at = excluded.claimed_at, seq = NULL, record = NULL",
                           (key, query_id, researcher, time.time()))
 
 
@@ -64,9 +109,9 @@ def of_researcher(tx: Transaction, researcher: str) -> list[tuple[str, str, str 
                                  "ORDER BY claimed_at DESC", (researcher,)).fetchall()
 
 
-def complete(tx: Transaction, key: str, payload: str, seq: int) -> None:
-    tx.connection.execute("UPDATE releases SET status = 'released', payload = ?, seq = ? WHERE request_key = ?",
-                          (payload, seq, key))
+def complete(tx: Transaction, key: str, payload: str, seq: int, record: Mapping[str, object]) -> None:
+    tx.connection.execute("UPDATE releases SET status = 'released', payload = ?, seq = ?, record = ? "
+                          "WHERE request_key = ?", (payload, seq, json.dumps(record, sort_keys=True), key))
 
 
 def fail(tx: Transaction, key: str) -> None:

@@ -4,7 +4,8 @@ A template is checked when it is proposed (with example values for its parameter
 see shapes the rules accept. The proposer can never approve it; a dataset may require two reviewers.
 An approved template never changes: there is no route to edit one, a change is a new proposal. A run
 reserves its slot against the run limit in a transaction before the query executes, so concurrent runs
-cannot exceed it; a run that was refused or replayed (spending nothing) gives its slot back.
+cannot exceed it; a run that was refused, failed or replayed gives its slot back, in the transaction that
+records that outcome, and a released run's `template.run` record commits with its release.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Literal
 import sqlglot
 
 from enclave.audit.state import approvals_text, template_body
-from enclave.audit.store import Transaction
+from enclave.audit.store import Connection, Transaction
 from enclave.disclosure.plan import PlanError
 from enclave.disclosure.release import Release
-from enclave.pipeline import Enclave, QueryError
+from enclave.pipeline import Enclave, Hooks, QueryError
 from enclave.templates.model import TemplateSpec
 
 Status = Literal["proposed", "approved", "rejected", "revoked"]
@@ -38,8 +39,8 @@ def _row(row: tuple) -> Template:
     return Template(row[0], TemplateSpec.model_validate_json(row[1]), row[2], row[3], tuple(json.loads(row[4])))
 
 
-def find(tx: Transaction, template_id: int) -> Template | None:
-    row = tx.connection.execute("SELECT id, body, proposer, status, approvals FROM templates WHERE id = ?",
+def find(connection: Connection, template_id: int) -> Template | None:
+    row = connection.execute("SELECT id, body, proposer, status, approvals FROM templates WHERE id = ?",
                                 (template_id,)).fetchone()
     return _row(row) if row else None
 
@@ -72,13 +73,13 @@ def propose(enclave: Enclave, proposer: str, spec: TemplateSpec) -> Template:
         record = tx.append("template.proposed", proposer, "allow", [], template_id=template_id,
                            dataset=spec.dataset, template=body)
         tx.connection.execute("UPDATE templates SET seq = ? WHERE id = ?", (record["seq"], template_id))
-        return find(tx, template_id)  # type: ignore[return-value]
+        return find(tx.connection, template_id)  # type: ignore[return-value]
 
 
 def review(enclave: Enclave, reviewer: str, template_id: int, action: Literal["approve", "reject", "revoke"],
            reason: str) -> Template:
     with enclave.audit.transaction() as tx:
-        template = find(tx, template_id)
+        template = find(tx.connection, template_id)
         if template is None:
             raise QueryError("template_not_found", "No such template.")
         approvals = template.approvals
@@ -102,23 +103,35 @@ def review(enclave: Enclave, reviewer: str, template_id: int, action: Literal["a
                            template_id=template_id, status=status, approvals=list(approvals))
         tx.connection.execute("UPDATE templates SET status = ?, approvals = ?, seq = ? WHERE id = ?",
                               (status, approvals_text(approvals), record["seq"], template_id))
-        return find(tx, template_id)  # type: ignore[return-value]
+        return find(tx.connection, template_id)  # type: ignore[return-value]
+
+
+def _approved(connection: Connection, template_id: int, values: dict[str, object]) -> tuple[Template, str]:
+    """The approved template and its SQL bound to the parameters, or why it cannot run."""
+    template = find(connection, template_id)
+    if template is None:
+        raise QueryError("template_not_found", "No such template.")
+    if template.status != "approved":
+        raise QueryError("template_not_approved", f"This template is {template.status}, not approved.")
+    try:
+        return template, template.spec.bind(values)
+    except ValueError as error:
+        raise QueryError("invalid_parameters", str(error)) from None
 
 
 def run(enclave: Enclave, researcher: str, template_id: int, values: dict[str, object], *,
         hold: bool = True) -> Release:
     """Run an approved template with validated parameters through the whole pipeline; `hold` as in
-    `Enclave.query` (the answer comes at the query's deadline)."""
+    `Enclave.query` (the answer comes at the query's deadline). A repeat of a released run (the same
+    template and parameters) is answered at once, spending nothing and taking no run of the limit."""
+    with enclave.audit.reading() as connection:
+        template, sql = _approved(connection, template_id, values)
+    sent = {"template": template_id, "parameters": values}
+    early = enclave.replay_as_sent(researcher, template.spec.dataset, sql, sent)
+    if early is not None:
+        return early
     with enclave.audit.transaction() as tx:
-        template = find(tx, template_id)
-        if template is None:
-            raise QueryError("template_not_found", "No such template.")
-        if template.status != "approved":
-            raise QueryError("template_not_approved", f"This template is {template.status}, not approved.")
-        try:
-            sql = template.spec.bind(values)
-        except ValueError as error:
-            raise QueryError("invalid_parameters", str(error)) from None
+        template, sql = _approved(tx.connection, template_id, values)  # again, under the write lock
         runs = tx.connection.execute("SELECT count(*) FROM template_runs WHERE template_id = ? AND researcher = ?",
                                      (template_id, researcher)).fetchone()[0]
         if runs >= template.spec.run_limit:
@@ -127,22 +140,50 @@ def run(enclave: Enclave, researcher: str, template_id: int, values: dict[str, o
             "INSERT INTO template_runs (id, template_id, researcher, query_id, seq) VALUES "
             "((SELECT coalesce(max(id), 0) + 1 FROM template_runs), ?, ?, '', 0) RETURNING id",
             (template_id, researcher)).fetchone()[0])
+    run = _Run(slot, template_id, researcher, values)
     try:
-        release = enclave.query(researcher, template.spec.dataset, sql, template.spec.epsilon, adhoc=False, hold=hold)
+        return enclave.query(researcher, template.spec.dataset, sql, template.spec.epsilon, adhoc=False, hold=hold,
+                             sent=sent, hooks=run)
     except QueryError:
-        _release_slot(enclave, slot)
+        if not run.settled:  # refused or failed where no transaction of the pipeline could settle it
+            with enclave.audit.transaction() as tx:
+                _release_slot(tx, slot)
         raise
-    if release.replayed:
-        _release_slot(enclave, slot)
-        return release
-    with enclave.audit.transaction() as tx:
-        record = tx.append("template.run", researcher, "allow", [], template_id=template_id,
-                           parameters=values, query_id=release.query_id)
+
+
+class _Run(Hooks):
+    """A run's slot against the run limit, settled inside the pipeline's own transactions: given back by a
+    refusal, a failure or a replay (the limit counts runs that released), and named, with the run's
+    `template.run` record, in the transaction that records its release."""
+
+    def __init__(self, slot: int, template_id: int, researcher: str, values: dict[str, object]) -> None:
+        self.slot, self.template_id, self.researcher, self.values = slot, template_id, researcher, values
+        self.charged_as: str | None = None
+        self.settled = False
+
+    def _give_back(self, tx: Transaction) -> None:
+        _release_slot(tx, self.slot)
+        self.settled = True
+
+    def refused(self, tx: Transaction, error: QueryError) -> None:
+        self._give_back(tx)
+
+    def failed(self, tx: Transaction, error: QueryError) -> None:
+        self._give_back(tx)
+
+    def replayed(self, tx: Transaction, key: str) -> None:
+        self._give_back(tx)
+
+    def charged(self, tx: Transaction, query_id: str, key: str, retried: bool) -> None:
+        self.charged_as = query_id
+
+    def released(self, tx: Transaction, key: str) -> None:
+        record = tx.append("template.run", self.researcher, "allow", [], template_id=self.template_id,
+                           parameters=self.values, query_id=self.charged_as)
         tx.connection.execute("UPDATE template_runs SET query_id = ?, seq = ? WHERE id = ?",
-                              (release.query_id, record["seq"], slot))
-    return release
+                              (self.charged_as, record["seq"], self.slot))
+        self.settled = True
 
 
-def _release_slot(enclave: Enclave, slot: int) -> None:
-    with enclave.audit.transaction() as tx:
-        tx.connection.execute("DELETE FROM template_runs WHERE id = ?", (slot,))
+def _release_slot(tx: Transaction, slot: int) -> None:
+    tx.connection.execute("DELETE FROM template_runs WHERE id = ?", (slot,))

@@ -111,7 +111,7 @@ def test_migrations_are_numbered_applied_once_and_a_newer_store_is_refused(tmp_p
     assert migrate(admin, url) == SCHEMA_VERSION  # again: nothing to do
     with psycopg.connect(admin) as connection:
         versions = [v for (v,) in connection.execute("SELECT version FROM schema_migrations ORDER BY version")]
-        assert versions == sorted(POSTGRES) == [7, 8, 9]
+        assert versions == sorted(POSTGRES) == [7, 8, 9, 10]
         connection.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
     with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
         PostgresBackend(url)

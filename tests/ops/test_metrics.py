@@ -33,7 +33,7 @@ def test_each_decision_is_counted_with_its_stage_and_nothing_identifying(fresh_e
         key = issue_key(tx, fresh_enclave.settings.pepper, "steward", researcher)
     key_id = key.split("_")[1]
     before = {decision: value("enclave_queries_total", decision=decision, stage=stage, dataset="demo", code=code)
-              for decision, stage, code in (("released", "record release", ""), ("replayed", "reserve+audit", ""),
+              for decision, stage, code in (("released", "record release", ""), ("replayed", "replay", ""),
                                             ("refused", "check+rewrite+bind", "check_failed"),
                                             ("refused", "reserve+audit", "budget_exceeded"),
                                             ("failed", "execute", "execution_timeout"))}
@@ -58,7 +58,7 @@ def test_each_decision_is_counted_with_its_stage_and_nothing_identifying(fresh_e
         fresh_enclave.query(researcher, "demo", SQL.replace("n FROM", "k FROM"), 0.25, hold=False)
 
     after = {decision: value("enclave_queries_total", decision=decision, stage=stage, dataset="demo", code=code)
-             for decision, stage, code in (("released", "record release", ""), ("replayed", "reserve+audit", ""),
+             for decision, stage, code in (("released", "record release", ""), ("replayed", "replay", ""),
                                            ("refused", "check+rewrite+bind", "check_failed"),
                                            ("refused", "reserve+audit", "budget_exceeded"),
                                            ("failed", "execute", "execution_timeout"))}

@@ -102,7 +102,10 @@ async def submit_query(body: QueryIn, enclave: EnclaveDep, jobs: JobsDep,
     if body.mode == "async" and jobs is None:
         raise ApiError(409, "async_unavailable", API_CODES["async_unavailable"])
     try:
-        planned = await run_in_threadpool(enclave.planned, principal.name, body.dataset, body.sql, body.epsilon)
+        planned = await run_in_threadpool(enclave.plan_or_replay, principal.name, body.dataset, body.sql,
+                                          body.epsilon)
+        if isinstance(planned, Release):  # a repeat of a released request: its answer, at once
+            return planned
         after = enclave.rules.execution.async_after_seconds
         if jobs is not None and (body.mode == "async" or (
                 body.mode == "auto" and after is not None and planned.deadline_seconds > after)):

@@ -72,7 +72,7 @@ def list_templates(enclave: EnclaveDep, principal: Annotated[Principal, Depends(
 def get_template(template_id: TemplateId, enclave: EnclaveDep,
                  principal: Annotated[Principal, Depends(current_principal)]) -> TemplateOut:
     with enclave.audit.transaction() as tx:
-        template = workflow.find(tx, template_id)
+        template = workflow.find(tx.connection, template_id)
     if template is None or not _visible(template, principal):
         raise ApiError(404, "not_found", "No such template.")
     return _out(template)

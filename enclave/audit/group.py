@@ -1,0 +1,82 @@
+"""Group commit: the write transactions of many threads made durable by one commit.
+
+A durable commit costs a flush to disk (an fsync: milliseconds; 4.4 ms measured on this machine's disk
+under load), and writers take turns, so one commit per request caps a process at a few hundred writes a
+second however little each one writes. Here a thread with a small write joins the writes waiting; if no
+commit is under way it leads one: it runs every write waiting at that moment in one transaction, each
+inside its own savepoint (a write that raises is undone alone and its thread gets the exception),
+commits once, and only then are the threads of those writes woken. Each write is therefore exactly as
+durable, and as ordered in the log, as if it had committed alone before its thread went on: the record
+still comes before the release. Alone, a write commits in its own thread, at no extra cost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from enclave.audit.store import AuditStore, Transaction
+
+T = TypeVar("T")
+MAX_BATCH = 256
+
+
+class _Write(Generic[T]):
+    def __init__(self, work: Callable[[Transaction], T]) -> None:
+        self.work = work
+        self.done = False
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    def __init__(self, store: AuditStore) -> None:
+        self._store = store
+        self._changed = threading.Condition()
+        self._waiting: list[_Write[object]] = []
+        self._committing = False
+
+    def run(self, work: Callable[[Transaction], T]) -> T:
+        """Run `work` in a write transaction shared with the other writes waiting now; return once it is
+        committed (its exception, if it raised, or the commit's, if the commit failed)."""
+        write = _Write(work)
+        with self._changed:
+            self._waiting.append(write)  # type: ignore[arg-type]
+            while not write.done:
+                if self._committing:
+                    self._changed.wait()
+                    continue
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                self._committing = True
+                self._changed.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._changed.acquire()
+                    self._committing = False
+                    self._changed.notify_all()
+        if write.error is not None:
+            raise write.error
+        return write.result  # type: ignore[return-value]
+
+    def _commit(self, batch: list[_Write[object]]) -> None:
+        try:
+            with self._store.transaction() as tx:
+                for write in batch:
+                    tx.connection.execute("SAVEPOINT group_write")
+                    try:
+                        write.result = write.work(tx)
+                    except Exception as error:  # undo this write alone; its thread gets the error
+                        tx.connection.execute("ROLLBACK TO SAVEPOINT group_write")
+                        write.error = error
+                    tx.connection.execute("RELEASE SAVEPOINT group_write")
+        except BaseException as error:  # the commit failed: nothing of the batch is durable
+            for write in batch:
+                write.error, write.result = write.error or error, None
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            for write in batch:
+                write.done = True
