@@ -3,7 +3,7 @@ PostgreSQL, one Redis), one API worker and one query worker are killed with SIGK
 restarted. Afterwards no query was charged twice or released twice, spent ε is within the cap, every
 answer a client got has its audit record, the log verifies, the ledger rebuilt from the log equals the
 live one, every governed table is the log's projection, the killed workers were replaced, and no
-request was answered with a 5xx. `bench/service_load.py --faults` does the work and the checks; this
+request was answered with a 5xx. `bench/service_faults.py --faults` does the work and the checks; this
 test asserts what it reports.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from enclave.settings import PROJECT_ROOT
 from tests import stores
 
-BENCH = PROJECT_ROOT / "bench" / "service_load.py"
+BENCH = PROJECT_ROOT / "bench" / "service_faults.py"
 
 
 @pytest.mark.slow
