@@ -74,6 +74,15 @@ def frontier_size(frontier: Frontier) -> int | None:
     return sum(1 << h for h in heights)
 
 
+def frontier_json(frontier: Frontier) -> list[list[object]]:
+    """A frontier as JSON: `[[height, hex], ...]`, as an export's prefix line carries it."""
+    return [[height, subtree.hex()] for height, subtree in frontier]
+
+
+def frontier_of_json(entries: Iterable[Sequence[object]]) -> Frontier:
+    return [(int(height), bytes.fromhex(str(subtree))) for height, subtree in entries]  # type: ignore[call-overload]
+
+
 def root_of_frontier(frontier: Frontier) -> bytes:
     """MTH of the leaves the frontier was pushed: the same as `root_of_hashes` over them."""
     if not frontier:
