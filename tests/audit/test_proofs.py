@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,10 +21,8 @@ from enclave.audit.signing import Signer
 from enclave.audit.store import AuditStore
 from enclave.audit.verify import ProofReport, verify_lines, verify_proof
 from enclave.budget.ledger import grant
-from enclave.settings import PROJECT_ROOT
 from tests.audit.test_log import RECORDS, build_reference, export
-
-ENCLAVE_CLI = (sys.executable, "-m", "enclave.cli")
+from tests.audit.test_trusted import enclave_cli
 
 
 @pytest.fixture
@@ -186,12 +181,7 @@ def test_a_trusted_checkpoint_inside_a_range_prefix_is_refused_with_its_remedy(t
 
 def test_cli_proves_a_record_and_verifies_the_proof_offline(tmp_path):
     home = tmp_path / "home"
-    env = {**os.environ, "ENCLAVE_HOME": str(home)}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*ENCLAVE_CLI, *args], capture_output=True, text=True, env=env, cwd=PROJECT_ROOT,
-                              timeout=120, check=False)
-
+    cli = enclave_cli(home)
     for name in ("a", "b", "c"):
         assert cli("grants", "create", "--researcher", name, "--dataset", "demo", "--epsilon", "1",
                    "--delta", "1e-6", "--purpose", "p").returncode == 0
