@@ -8,7 +8,6 @@ service (with real identities) arrives.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
@@ -16,13 +15,15 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from enclave.access.keys import ROLES, ensure_principal, issue_key, revoke_key
 from enclave.audit.backup import backup, restore
 from enclave.audit.migrations import SCHEMA_VERSION
 from enclave.audit.signing import load_public_key
 from enclave.audit.state import differences
 from enclave.audit.store import AuditStore, StoreError
-from enclave.audit.verify import verify_lines
+from enclave.audit.verify import verify_lines, verify_proof
 from enclave.budget.ledger import grant, revoke_grant
 from enclave.catalog.demo import ensure_demo
 from enclave.catalog.manifest import Manifest
@@ -175,7 +176,8 @@ def _cmd_query(enclave: Enclave, args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(store: AuditStore | None, args: argparse.Namespace) -> int:
-    """Export, checkpoint or verify; works on the store alone, so also on one the enclave refuses to run on."""
+    """Export, checkpoint, prove or verify; works on the store alone, so also on one the enclave refuses to
+    run on (and `verify FILE`, `verify-proof` need no store at all)."""
     if args.audit_command == "export":
         out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115 - stdout is not ours to close
         try:
@@ -195,12 +197,18 @@ def _cmd_audit(store: AuditStore | None, args: argparse.Namespace) -> int:
         print(f"checkpoint at {body['size']} (root {body['root'][:16]}...) written to {args.out}",  # type: ignore[index]
               file=sys.stderr)
         return 0
-    public = load_public_key(Path(args.public_key) if args.public_key else Settings().audit_path / "public-key.pem")
+    if args.audit_command == "prove":
+        return _cmd_prove(store, args)  # type: ignore[arg-type]
+    public = _public_key(args)
+    if args.audit_command == "verify-proof":
+        proof = _read_json(args.path)
+        report = verify_proof(proof, public) if proof is not None else None
+        print(report.summary() if report else f"FAILED: the proof {args.path} cannot be read as JSON")
+        return 0 if report and report.ok else 1
     trusted = None
     if args.trusted:
-        try:
-            trusted = json.loads(Path(args.trusted).read_text())
-        except (OSError, ValueError):
+        trusted = _read_json(args.trusted)
+        if trusted is None:
             print(f"FAILED: the trusted checkpoint {args.trusted} cannot be read as JSON")
             return 1
     if args.path:
@@ -208,9 +216,7 @@ def _cmd_audit(store: AuditStore | None, args: argparse.Namespace) -> int:
             report = verify_lines(lines, public, trusted)
         print(report.summary())
         return 0 if report.ok else 1
-    buffer = io.StringIO()
-    store.export(buffer)  # type: ignore[union-attr]
-    report = verify_lines(buffer.getvalue().splitlines(), public, trusted)
+    report = verify_lines(store.export_lines(), public, trusted)  # type: ignore[union-attr]
     print(report.summary())
     found = differences(store)  # type: ignore[arg-type]
     if found:
@@ -220,6 +226,35 @@ def _cmd_audit(store: AuditStore | None, args: argparse.Namespace) -> int:
     else:
         print("state: ok, every governed table is the projection of the log")
     return 0 if report.ok and not found else 1
+
+
+def _public_key(args: argparse.Namespace) -> Ed25519PublicKey:
+    return load_public_key(Path(args.public_key) if args.public_key else Settings().audit_path / "public-key.pem")
+
+
+def _read_json(path: str) -> object | None:
+    """The JSON in a file the auditor names, or None if it cannot be read as JSON (said by the caller)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _cmd_prove(store: AuditStore, args: argparse.Namespace) -> int:
+    """Write record SEQ's inclusion proof: what `verify-proof` (or anyone with RFC 9162 and the key) checks."""
+    proof = store.prove(args.seq)
+    if proof is None:
+        print(f"no audit record {args.seq} in the log", file=sys.stderr)
+        return 1
+    text = json.dumps(proof, sort_keys=True, ensure_ascii=False) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    print(f"record {args.seq}: leaf {proof['leaf_index']} of the {proof['tree_size']} records the checkpoint "
+          f"at {proof['tree_size']} signed, {len(proof['path'])} hashes of audit path"  # type: ignore[arg-type]
+          + (f", written to {args.out}" if args.out else ""), file=sys.stderr)
+    return 0
 
 
 def _cmd_migrate(store: AuditStore, args: argparse.Namespace) -> int:
@@ -245,10 +280,8 @@ def _cmd_restore(store: AuditStore, args: argparse.Namespace) -> int:
     forgotten = ReleaseCache.connect(settings.redis_url, Enclave.namespace_of(store)).clear()
     if forgotten:
         print(f"forgot {forgotten} cached answers in Redis (the store is the record)", file=sys.stderr)
-    buffer = io.StringIO()
-    store.export(buffer)
     public = load_public_key(settings.audit_path / "public-key.pem")
-    report = verify_lines(buffer.getvalue().splitlines(), public)
+    report = verify_lines(store.export_lines(), public)
     found = differences(store)
     print(f"restored {restored['events']} records; {report.summary()}; "
           f"state: {'ok' if not found else f'{len(found)} differences'}", file=sys.stderr)
@@ -273,7 +306,7 @@ def _cmd_demo(enclave: Enclave, args: argparse.Namespace) -> int:
         print(f"[{index}] {title}\n" + "\n".join(f"    {line}" for line in sql.splitlines()))
         _run_query(enclave, "demo", sql, None, "table")
         print()
-    report = verify_lines(_exported(enclave), load_public_key(enclave.public_key_path))
+    report = verify_lines(enclave.audit.export_lines(), load_public_key(enclave.public_key_path))
     print(f"audit log: {report.summary()}  (verify offline: enclave audit export --out log.jsonl; "
           "enclave audit verify log.jsonl)")
     keys = demo_keys(enclave)
@@ -297,12 +330,6 @@ def _cmd_demo(enclave: Enclave, args: argparse.Namespace) -> int:
     uvicorn.run(create_app(enclave.settings), host="127.0.0.1", port=args.port, log_level="warning",
                 log_config=None, access_log=False)  # request lines come from enclave.ops.logs
     return 0
-
-
-def _exported(enclave: Enclave) -> list[str]:
-    buffer = io.StringIO()
-    enclave.audit.export(buffer)
-    return buffer.getvalue().splitlines()
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -458,6 +485,12 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("--public-key", help="PEM file of the signing key (default: the enclave's)")
     verify.add_argument("--trusted", metavar="CHECKPOINT",
                         help="a signed checkpoint kept earlier: fail unless the log extends it (catches truncation)")
+    prove = audit_commands.add_parser("prove", help="write a record's inclusion proof (RFC 9162) with its checkpoint")
+    prove.add_argument("seq", type=int, metavar="SEQ", help="the record's sequence number")
+    prove.add_argument("--out", help="file to write (default: standard output)")
+    verify_proof_cmd = audit_commands.add_parser("verify-proof", help="verify an inclusion proof offline")
+    verify_proof_cmd.add_argument("path", help="a proof written by `enclave audit prove` or GET /v1/audit/proof/SEQ")
+    verify_proof_cmd.add_argument("--public-key", help="PEM file of the signing key (default: the enclave's)")
     head = audit_commands.add_parser("checkpoint", help="sign the head and write the latest signed checkpoint")
     head.add_argument("--out", required=True, help="file to write (keep it: verify --trusted checks against it)")
     commands.add_parser("migrate", help="bring the state store to this enclave's schema version (as the owner)")
@@ -556,7 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         except StoreError as error:
             print(error, file=sys.stderr)
             return 2
-    if args.command == "audit" and args.audit_command == "verify" and args.path:
+    if args.command == "audit" and (args.audit_command == "verify-proof" or
+                                    (args.audit_command == "verify" and args.path)):
         return _cmd_audit(None, args)  # offline: nothing but the file and the public key
     try:
         if args.command in STORE_COMMANDS:

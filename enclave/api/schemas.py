@@ -204,6 +204,21 @@ class VerifyOut(BaseModel):
     differences: list[str] = []  # live governed tables vs the log's projection, one line each
 
 
+class ProofOut(BaseModel):
+    """A record's RFC 9162 inclusion proof in a signed checkpoint's tree; `enclave audit verify-proof` checks
+    it offline with the public key alone."""
+
+    seq: int
+    record: str = Field(description="The record's canonical JSON, as stored: its Merkle leaf is SHA-256(0x00 || "
+                                    "record), its hash SHA-256(record).")
+    hash: str
+    leaf_index: int = Field(description="seq - 1: leaves are numbered from 0.")
+    tree_size: int = Field(description="The records the checkpoint signed (its `size`).")
+    path: list[str] = Field(description="The audit path (RFC 9162 2.1.3.1), hex, from the leaf up.")
+    checkpoint: dict[str, object] = Field(description="The signed checkpoint, as stored: `{checkpoint: {size, "
+                                                      "root, time, key_id}, signature}`.")
+
+
 class DeliveredFileOut(BaseModel):
     kind: str
     name: str

@@ -10,7 +10,8 @@ against the published Certificate Transparency vectors, which another implementa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import pairwise
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
@@ -52,11 +53,34 @@ Frontier = list[tuple[int, bytes]]
 
 def push(frontier: Frontier, leaf: bytes) -> Frontier:
     """The frontier after one more leaf (given as its leaf hash)."""
-    grown = [*frontier, (0, leaf)]
-    while len(grown) > 1 and grown[-1][0] == grown[-2][0]:
-        (height, left), (_, right) = grown[-2], grown[-1]
-        grown[-2:] = [(height + 1, node_hash(left, right))]
+    grown = list(frontier)
+    grow(grown, leaf)
     return grown
+
+
+def grow(frontier: Frontier, leaf: bytes) -> None:
+    """`push` in place: a pass over millions of leaves (verify, proofs) copies no list per leaf."""
+    frontier.append((0, leaf))
+    while len(frontier) > 1 and frontier[-1][0] == frontier[-2][0]:
+        (height, left), (_, right) = frontier[-2], frontier[-1]
+        frontier[-2:] = [(height + 1, node_hash(left, right))]
+
+
+def frontier_size(frontier: Frontier) -> int | None:
+    """How many leaves a frontier stands for, or None if it is not one (heights not strictly decreasing)."""
+    heights = [height for height, _ in frontier]
+    if any(h < 0 for h in heights) or any(a <= b for a, b in pairwise(heights)):
+        return None
+    return sum(1 << h for h in heights)
+
+
+def frontier_json(frontier: Frontier) -> list[list[object]]:
+    """A frontier as JSON: `[[height, hex], ...]`, as an export's prefix line carries it."""
+    return [[height, subtree.hex()] for height, subtree in frontier]
+
+
+def frontier_of_json(entries: Iterable[Sequence[object]]) -> Frontier:
+    return [(int(height), bytes.fromhex(str(subtree))) for height, subtree in entries]  # type: ignore[call-overload]
 
 
 def root_of_frontier(frontier: Frontier) -> bytes:
@@ -67,3 +91,72 @@ def root_of_frontier(frontier: Frontier) -> bytes:
     for _, subtree in reversed(frontier[:-1]):
         root = node_hash(subtree, root)
     return root
+
+
+# Inclusion proofs (RFC 9162, 2.1.3). The audit path of leaf m in the tree of size n is the list of the roots
+# of the subtrees beside the path from the leaf up to the root, bottom first: PATH(m, D[n]) = PATH(m, D[0:k])
+# : MTH(D[k:n]) if m < k, else PATH(m - k, D[k:n]) : MTH(D[0:k]), with k the split of n.
+
+
+def _sibling_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges [start, end) whose roots make up PATH(index, D[size]), bottom first."""
+    ranges: list[tuple[int, int]] = []
+    start, end = 0, size
+    while end - start > 1:
+        k = _split(end - start)
+        if index < start + k:
+            ranges.append((start + k, end))
+            end = start + k
+        else:
+            ranges.append((start, start + k))
+            start += k
+    return ranges[::-1]
+
+
+def inclusion_proof(index: int, size: int, leaves: Iterable[bytes]) -> list[bytes]:
+    """PATH(index, D[size]) of RFC 9162 2.1.3.1, from the tree's leaf hashes streamed once, in order.
+
+    The sibling subtrees are disjoint ranges of leaves, so one pass folds each in its own frontier while the
+    leaves go by: O(size) time, O(log size) memory, whatever the log's size. `leaves` must yield at least
+    `size` leaf hashes (more are not read).
+    """
+    if not 0 <= index < size:
+        raise ValueError(f"leaf {index} is not in a tree of {size} leaves")
+    ranges = _sibling_ranges(index, size)
+    pending = sorted(ranges)  # disjoint, so in the order the leaves come
+    roots: dict[tuple[int, int], bytes] = {}
+    current: Frontier = []
+    read = 0
+    for position, leaf in enumerate(leaves):
+        if not pending:
+            break
+        read = position + 1
+        start, end = pending[0]
+        if position < start:
+            continue
+        grow(current, leaf)
+        if position == end - 1:
+            roots[pending.pop(0)] = root_of_frontier(current)
+            current = []
+    if pending:
+        raise ValueError(f"the tree has {read} leaves, not {size}")
+    return [roots[r] for r in ranges]
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:
+    """Whether `proof` is the audit path of leaf hash `leaf` at `index` in the tree of `size` leaves whose
+    root is `root`: the verification algorithm of RFC 9162 2.1.3.2, step by step."""
+    if not 0 <= index < size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and r == root

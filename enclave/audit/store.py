@@ -19,7 +19,16 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, TextIO, TypeVar
 
 from enclave.audit.group import GroupCommit
-from enclave.audit.merkle import Frontier, leaf_hash, push, root_of_frontier, root_of_hashes
+from enclave.audit.merkle import (
+    Frontier,
+    frontier_json,
+    grow,
+    inclusion_proof,
+    leaf_hash,
+    push,
+    root_of_frontier,
+    root_of_hashes,
+)
 from enclave.audit.records import GENESIS, canonical, now, record_hash
 from enclave.audit.signing import Signer, key_id
 from enclave.ops.metrics import timed_audit_append
@@ -126,7 +135,13 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+_EVENTS_PAGE = "SELECT seq, hash, record FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+
+
 class AuditStore:
+    # records per read when the log is streamed (export, verify, proofs): what those hold in memory at once
+    page = 2000
+
     def __init__(self, backend: Backend, signer: Signer, checkpoint_every: int = 64) -> None:
         self.backend = backend
         self.signer = signer
@@ -152,11 +167,36 @@ class AuditStore:
     def close(self) -> None:
         self.backend.close()
 
-    def records(self, start: int = 1, end: int | None = None) -> list[dict[str, object]]:
+    def records(self, start: int = 1, end: int | None = None, limit: int | None = None) -> list[dict[str, object]]:
+        """Records start..end in order, at most `limit` of them (one read with LIMIT: a page costs O(limit))."""
         with self.reading() as connection:
-            rows = connection.execute("SELECT hash, record FROM events WHERE seq >= ? AND seq <= ? ORDER BY seq",
-                                      (start, end if end is not None else 2**62)).fetchall()
+            rows = connection.execute(
+                "SELECT hash, record FROM events WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (start, end if end is not None else 2**62, limit if limit is not None else 2**62)).fetchall()
         return [{**json.loads(record), "hash": digest} for digest, record in rows]
+
+    def _pages(self, start: int, end: int) -> Iterator[list[tuple[int, str, str]]]:
+        """(seq, hash, record) of records start..end, `page` rows at a time, each page its own short read.
+
+        Memory stays O(page) on both backends (a psycopg cursor holds its whole result, so one big SELECT
+        would not), and no connection stays open between pages: a response streamed from a thread pool may
+        resume this on another thread. Records up to an existing `end` never change (the log is append-only),
+        so the pages read the same rows one snapshot would.
+        """
+        after = start - 1
+        while after < end:
+            with self.reading() as connection:
+                rows = connection.execute(_EVENTS_PAGE, (after, end, self.page)).fetchall()
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][0]
+
+    def _leaf_hashes(self, size: int) -> Iterator[bytes]:
+        """The Merkle leaf hashes of records 1..size, streamed."""
+        for rows in self._pages(1, size):
+            for _, _, record in rows:
+                yield leaf_hash(record.encode())
 
     def checkpoint_head(self) -> dict[str, object] | None:
         """Sign the head (unless it is signed already) and return the latest signed checkpoint, the one an
@@ -171,29 +211,81 @@ class AuditStore:
             return [json.loads(r) for (r,) in connection.execute("SELECT record FROM checkpoints ORDER BY size")]
 
     def export(self, out: TextIO, start: int = 1, end: int | None = None) -> int:
-        """Write records start..end as JSONL with their checkpoints, after checkpointing the head.
+        """Write records start..end as JSONL with their checkpoints (`export_lines`); returns how many records."""
+        written = 0
+        for kind, line in self._entries(start, self._checkpointed(end)):
+            out.write(line)
+            written += kind == "event"
+        return written
 
-        A range that does not start at 1 begins with a `prefix` line: the leaf hashes of the records
-        before it and the hash of the last of them, so its checkpoints can still be verified.
+    def export_lines(self, start: int = 1, end: int | None = None) -> Iterator[str]:
+        """The export's lines (each ending in a newline), streamed a page at a time in O(page + log n) memory.
+
+        The end (default: the head) is signed here, before the first line is asked for; the records after it
+        that others append meanwhile are not exported (a tail no checkpoint covers would not verify). A range
+        that does not start at 1 begins with a `prefix` line: the Merkle frontier of the records before it
+        (the roots of its perfect subtrees, with their heights), their number and the hash of the last of
+        them, so its checkpoints can still be verified (computing it is one pass over those records).
         """
+        return (line for _, line in self._entries(start, self._checkpointed(end)))
+
+    def _checkpointed(self, end: int | None) -> int:
+        """Sign records 1..end (default: the head) unless signed already; the last record the export holds."""
         with self.transaction() as tx:
             tx.checkpoint(end)
+            head = int(tx.connection.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+        return head if end is None else min(end, head)
+
+    def _entries(self, start: int, last: int) -> Iterator[tuple[str, str]]:
+        """(kind, line) of the export of records start..last: the prefix, then each record and checkpoint."""
+        if start > 1:
+            yield "prefix", self._prefix(start - 1)
+        for rows in self._pages(start, last):
+            with self.reading() as connection:
+                signed = dict(connection.execute("SELECT size, record FROM checkpoints WHERE size >= ? AND size <= ?",
+                                                 (rows[0][0], rows[-1][0])).fetchall())
+            for seq, digest, record in rows:
+                yield "event", json.dumps({"kind": "event", "hash": digest, "record": json.loads(record)},
+                                          ensure_ascii=False) + "\n"
+                if seq in signed:
+                    yield "checkpoint", json.dumps({"kind": "checkpoint", **json.loads(signed[seq])}) + "\n"
+
+    def _prefix(self, size: int) -> str:
+        """The prefix line of a range that starts after record `size`: O(log n) of it, in one pass."""
+        frontier: Frontier = []
+        count, last_hash = 0, GENESIS
+        for rows in self._pages(1, size):
+            for _, _, record in rows:
+                grow(frontier, leaf_hash(record.encode()))
+            count, last_hash = rows[-1][0], rows[-1][1]
+        return json.dumps({"kind": "prefix", "size": count, "last_hash": last_hash,
+                           "frontier": frontier_json(frontier)}) + "\n"
+
+    def prove(self, seq: int) -> dict[str, object] | None:
+        """The RFC 9162 inclusion proof of record `seq` in the tree of the latest signed checkpoint, signing
+        the head first if no checkpoint covers the record yet; None if there is no such record.
+
+        It is one pass over the checkpoint's leaf hashes, a page at a time (the tree's interior nodes are not
+        kept, so O(n) time, O(log n) memory; bench/audit_append.py measures it). An auditor checks it offline
+        (`enclave audit verify-proof`, `enclave.audit.verify.verify_proof`) with the public key alone.
+        """
         with self.reading() as connection:
-            last = end if end is not None else 2**62
-            if start > 1:
-                before = connection.execute("SELECT hash, record FROM events WHERE seq < ? ORDER BY seq",
-                                            (start,)).fetchall()
-                out.write(json.dumps({"kind": "prefix", "size": len(before),
-                                      "last_hash": before[-1][0] if before else GENESIS,
-                                      "leaf_hashes": [leaf_hash(r.encode()).hex() for _, r in before]}) + "\n")
-            checkpoints = dict(connection.execute("SELECT size, record FROM checkpoints WHERE size >= ? AND size <= ?",
-                                                  (start, last)).fetchall())
-            written = 0
-            for seq, digest, record in connection.execute(
-                    "SELECT seq, hash, record FROM events WHERE seq >= ? AND seq <= ? ORDER BY seq", (start, last)):
-                out.write(json.dumps({"kind": "event", "hash": digest, "record": json.loads(record)},
-                                     ensure_ascii=False) + "\n")
-                if seq in checkpoints:
-                    out.write(json.dumps({"kind": "checkpoint", **json.loads(checkpoints[seq])}) + "\n")
-                written += 1
-        return written
+            row = connection.execute("SELECT hash, record FROM events WHERE seq = ?", (seq,)).fetchone()
+            signed = self._covering(connection, seq)
+        if row is not None and signed is None:
+            with self.transaction() as tx:
+                tx.checkpoint()
+                signed = self._covering(tx.connection, seq)
+        if row is None or signed is None:
+            return None
+        size = int(signed["checkpoint"]["size"])
+        path = inclusion_proof(seq - 1, size, self._leaf_hashes(size))
+        return {"seq": seq, "record": row[1], "hash": row[0], "leaf_index": seq - 1, "tree_size": size,
+                "path": [node.hex() for node in path], "checkpoint": signed}
+
+    @staticmethod
+    def _covering(connection: Connection, seq: int) -> dict[str, Any] | None:
+        """The latest signed checkpoint whose tree holds record `seq`."""
+        row = connection.execute("SELECT record FROM checkpoints WHERE size >= ? ORDER BY size DESC LIMIT 1",
+                                 (seq,)).fetchone()
+        return json.loads(row[0]) if row else None

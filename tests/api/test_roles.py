@@ -161,6 +161,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("GET", "/v1/audit/export"): Call(200, _none),
     ("GET", "/v1/audit/verify"): Call(200, _none),
     ("GET", "/v1/audit/checkpoints"): Call(200, _none),
+    ("GET", "/v1/audit/proof/{seq}"): Call(200, lambda w, c: ({"seq": "1"}, None)),
     ("GET", "/v1/audit/public-key"): Call(200, _none),
     ("POST", "/v1/templates"): Call(201, lambda w, c: ({}, TEMPLATE)),
     ("GET", "/v1/templates"): Call(200, _none),

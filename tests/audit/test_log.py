@@ -409,7 +409,7 @@ def test_a_range_export_verifies_on_its_own(ranged):
     assert kinds == ["prefix", *["event"] * 7, "checkpoint", *["event"] * 4, "checkpoint"]
     prefix = json.loads(lines[0])
     assert prefix["size"] == 9
-    assert len(prefix["leaf_hashes"]) == 9
+    assert [height for height, _ in prefix["frontier"]] == [3, 0]  # 9 = 8 + 1: O(log n), not 9 leaf hashes
     assert verify_lines(lines, public) == Report(True, 11, 2)  # checkpoints at 16 and 20
 
 
@@ -425,15 +425,18 @@ def test_tampering_inside_a_range_is_caught(ranged, seq):
 def test_tampering_with_a_range_prefix_is_caught(ranged):
     lines, public = ranged
     entries = parse(lines)
-    entries[0]["leaf_hashes"][4] = _flip(entries[0]["leaf_hashes"][4])
+    entries[0]["frontier"][0][1] = _flip(entries[0]["frontier"][0][1])
     failed(verify_lines(dump(entries), public),
            "checkpoint at 16: the records 1..16 are not the ones that were signed", line=9)
     entries = parse(lines)
     entries[0]["last_hash"] = _flip(entries[0]["last_hash"])
     failed(verify_lines(dump(entries), public), "record 10 does not link to record 9 (chain broken)", line=2)
     entries = parse(lines)
-    entries[0]["leaf_hashes"].pop()
-    failed(verify_lines(dump(entries), public), "prefix size does not match its leaf hashes", line=1)
+    entries[0]["frontier"].pop()
+    failed(verify_lines(dump(entries), public), "prefix size does not match its frontier", line=1)
+    entries = parse(lines)
+    entries[0]["frontier"].reverse()  # heights must decrease: 1 + 8 is not a frontier
+    failed(verify_lines(dump(entries), public), "prefix size does not match its frontier", line=1)
     failed(verify_lines(lines[1:], public),
            "record 10 found where record 1 belongs (a record is missing, duplicated or out of order)", line=1)
     failed(verify_lines([lines[1], lines[0], *lines[2:]], public),
@@ -491,7 +494,7 @@ def test_editing_the_database_file_behind_the_triggers_is_caught_by_verify(tmp_p
     ('{"kind": "note", "text": "hello"}', "unknown entry kind 'note'"),
     ('{"kind": "event"}', "an event without a record"),
     ('{"kind": "event", "record": [1, 2]}', "an event without a record"),
-    ('{"kind": "prefix", "size": 0, "last_hash": "' + GENESIS + '", "leaf_hashes": []}',
+    ('{"kind": "prefix", "size": 0, "last_hash": "' + GENESIS + '", "frontier": []}',
      "a prefix may only open an export"),
 ], ids=["not-json", "list", "string", "number", "null", "no-kind", "unknown-kind", "no-record", "record-not-object",
         "late-prefix"])
@@ -519,7 +522,8 @@ def test_blank_lines_are_ignored(lines, public):
 
 @pytest.mark.parametrize("first", [
     pytest.param('{"kind": "prefix"}', id="prefix-without-fields"),
-    pytest.param('{"kind": "prefix", "size": 1, "last_hash": "00", "leaf_hashes": ["zz"]}', id="prefix-leaf-not-hex"),
+    pytest.param('{"kind": "prefix", "size": 1, "last_hash": "00", "frontier": [[0, "zz"]]}', id="prefix-leaf-not-hex"),
+    pytest.param('{"kind": "prefix", "size": 1, "last_hash": "00", "frontier": [0]}', id="prefix-frontier-not-pairs"),
     pytest.param('{"kind": "checkpoint", "checkpoint": "x", "signature": ""}', id="checkpoint-body-not-object"),
 ])
 def test_an_entry_with_malformed_fields_is_refused_not_a_crash(lines, public, first):

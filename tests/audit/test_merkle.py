@@ -1,11 +1,23 @@
-"""RFC 9162 Merkle Tree Hash against the Certificate Transparency reference vectors
-(transparency-dev/merkle testonly constants: the leaves and the root of every size 0..8)."""
+"""RFC 9162 Merkle Tree Hash and inclusion proofs against the Certificate Transparency reference vectors
+(transparency-dev/merkle: testonly's leaves and the root of every size 0..8, and proof/verify_test.go's
+inclusion proofs with the corruptions that must fail)."""
 
 from __future__ import annotations
 
 import pytest
 
-from enclave.audit.merkle import leaf_hash, merkle_root, node_hash, push, root_of_frontier, root_of_hashes
+from enclave.audit.merkle import (
+    EMPTY_ROOT,
+    frontier_size,
+    inclusion_proof,
+    leaf_hash,
+    merkle_root,
+    node_hash,
+    push,
+    root_of_frontier,
+    root_of_hashes,
+    verify_inclusion,
+)
 
 LEAVES = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
 ROOTS = [
@@ -58,3 +70,107 @@ def test_the_frontier_equals_the_recursive_root_at_every_size_and_stays_logarith
         frontier = push(frontier, leaf)
         assert root_of_frontier(frontier) == root_of_hashes(leaves[:size])
         assert [height for height, _ in frontier] == [h for h in range(size.bit_length()) if size >> h & 1][::-1]
+
+
+# (leaf index, tree size, audit path): transparency-dev/merkle proof/verify_test.go `inclusionProofs` (whose leaf
+# numbers are 1-based), over the LEAVES above
+PROOFS = [
+    (0, 8, ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"]),
+    (5, 8, ["bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
+    (2, 3, ["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
+    (1, 5, ["6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"]),
+]
+SOME_HASH = bytes.fromhex("abacaba000000000000000000000000000000000000000000060061e00123456")
+
+
+def _leaf(index: int) -> bytes:
+    return leaf_hash(bytes.fromhex(LEAVES[index]))
+
+
+def _corruptions(index: int, size: int, proof: list[bytes], root: bytes, leaf: bytes) -> dict[str, tuple]:
+    """The reference's corrupted probes (verify_test.go `corruptInclusionProof`): each must fail."""
+    probes = {
+        "index - 1": (leaf, index - 1, size, proof, root), "index + 1": (leaf, index + 1, size, proof, root),
+        "index ^ 2": (leaf, index ^ 2, size, proof, root), "size * 2": (leaf, index, size * 2, proof, root),
+        "size / 2": (leaf, index, size // 2, proof, root), "wrong leaf": (b"WrongLeaf", index, size, proof, root),
+        "empty root": (leaf, index, size, proof, EMPTY_ROOT), "random root": (leaf, index, size, proof, SOME_HASH),
+        "trailing garbage": (leaf, index, size, [*proof, b""], root),
+        "trailing root": (leaf, index, size, [*proof, root], root),
+        "preceding garbage": (leaf, index, size, [b"", *proof], root),
+        "preceding root": (leaf, index, size, [root, *proof], root),
+    }
+    for i in range(len(proof)):
+        flipped = list(proof)
+        flipped[i] = bytes([flipped[i][0] ^ 8]) + flipped[i][1:]
+        probes[f"proof[{i}] bit 3"] = (leaf, index, size, flipped, root)
+    if proof:
+        probes["removed component"] = (leaf, index, size, proof[:-1], root)
+    if len(proof) > 1:
+        probes["inserted component"] = (leaf, index, size, [proof[0], SOME_HASH, *proof[1:]], root)
+    return probes
+
+
+@pytest.mark.parametrize(("index", "size", "path"), PROOFS)
+def test_the_inclusion_proof_is_the_published_vector_and_only_it_verifies(index, size, path):
+    leaves = [_leaf(i) for i in range(size)]
+    root = bytes.fromhex(ROOTS[size])
+    proof = inclusion_proof(index, size, iter(leaves))
+    assert [p.hex() for p in proof] == path
+    assert verify_inclusion(_leaf(index), index, size, proof, root)
+    accepted = [name for name, probe in _corruptions(index, size, proof, root, _leaf(index)).items()
+                if verify_inclusion(*probe)]
+    assert accepted == []
+
+
+@pytest.mark.parametrize(("index", "size"), [(0, 0), (0, 1), (1, 0), (2, 1)])
+def test_an_index_outside_the_tree_never_verifies(index, size):
+    for leaf, root in [(SOME_HASH, b""), (b"", EMPTY_ROOT), (SOME_HASH, EMPTY_ROOT)]:
+        assert not verify_inclusion(leaf, index, size, [], root)
+
+
+def test_a_one_leaf_tree_has_an_empty_path():
+    leaf = leaf_hash(b"data")
+    assert inclusion_proof(0, 1, [leaf]) == []
+    assert verify_inclusion(leaf, 0, 1, [], leaf)
+    assert not verify_inclusion(b"", 0, 1, [], leaf)
+
+
+def test_every_leaf_of_every_size_proves_and_a_change_fails():
+    for size in range(1, 70):
+        leaves = [leaf_hash(f"record-{size}-{i}".encode()) for i in range(size)]
+        root = root_of_hashes(leaves)
+        for index in range(size):
+            proof = inclusion_proof(index, size, iter(leaves))
+            assert len(proof) <= size.bit_length()
+            assert verify_inclusion(leaves[index], index, size, proof, root), (index, size)
+            accepted = [name for name, probe in _corruptions(index, size, proof, root, leaves[index]).items()
+                        if name not in ("index - 1", "index + 1", "index ^ 2") and verify_inclusion(*probe)]
+            assert accepted == [], (index, size)
+            others = [i for i in (index - 1, index + 1, index ^ 2) if 0 <= i < size and leaves[i] != leaves[index]]
+            assert not any(verify_inclusion(leaves[index], i, size, proof, root) for i in others)
+
+
+def test_a_proof_reads_only_the_tree_and_refuses_a_short_one():
+    leaves = [leaf_hash(bytes([i])) for i in range(10)]
+    assert inclusion_proof(3, 7, iter(leaves)) == inclusion_proof(3, 7, leaves[:7])
+    with pytest.raises(ValueError, match="the tree has 6 leaves, not 7"):
+        inclusion_proof(3, 7, leaves[:6])
+    with pytest.raises(ValueError, match="not in a tree"):
+        inclusion_proof(7, 7, leaves)
+
+
+def test_frontier_size_reads_the_decomposition_and_refuses_other_shapes():
+    frontier: list[tuple[int, bytes]] = []
+    for i in range(13):
+        frontier = push(frontier, leaf_hash(bytes([i])))
+    assert frontier_size(frontier) == 13
+    assert frontier_size([]) == 0
+    assert frontier_size([(0, b"a"), (0, b"b")]) is None
+    assert frontier_size([(0, b"a"), (2, b"b")]) is None
+    assert frontier_size([(-1, b"a")]) is None

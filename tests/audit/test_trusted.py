@@ -103,14 +103,20 @@ def test_a_trusted_checkpoint_of_another_key_or_with_a_bad_signature_is_refused(
     assert verify_lines(lines, signer.public, {"nothing": 1}).problem == "the trusted checkpoint is malformed"
 
 
-def test_cli_checkpoint_then_verify_trusted_catches_truncation(tmp_path):
-    home = tmp_path / "home"
+def enclave_cli(home: Path):
+    """This checkout's `enclave` command with ENCLAVE_HOME set to `home`."""
     env = {**os.environ, "ENCLAVE_HOME": str(home)}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*ENCLAVE_CLI, *args], capture_output=True, text=True, env=env, cwd=PROJECT_ROOT,
                               timeout=120, check=False)
 
+    return cli
+
+
+def test_cli_checkpoint_then_verify_trusted_catches_truncation(tmp_path):
+    home = tmp_path / "home"
+    cli = enclave_cli(home)
     assert cli("grants", "create", "--researcher", "a", "--dataset", "demo", "--epsilon", "1",
                "--delta", "1e-6", "--purpose", "p").returncode == 0
     assert cli("audit", "export", "--out", str(tmp_path / "early.jsonl")).returncode == 0

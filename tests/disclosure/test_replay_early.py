@@ -51,7 +51,8 @@ def test_a_request_sent_again_is_answered_before_it_is_parsed(fresh, monkeypatch
     first = fresh.query("alice", "demo", SQL, 0.5)
     _stage_fails(monkeypatch, "check", "rewrite", "plan_privacy", "reserve")
     again = fresh.query("alice", "demo", SQL, 0.5)
-    assert again.replayed and not first.replayed
+    assert again.replayed
+    assert not first.replayed
     assert (again.query_id, again.rows) == (first.query_id, first.rows)
     assert again.epsilon_remaining == pytest.approx(2.5)  # nothing spent
     (replayed,) = _records(fresh, "query.replayed")
@@ -65,7 +66,8 @@ def test_a_restated_request_is_answered_after_the_check_only_then_before_it(fres
     first = fresh.query("alice", "demo", SQL, 0.5)
     _stage_fails(monkeypatch, "rewrite", "plan_privacy", "reserve")
     restated = fresh.query("alice", "demo", RESTATED, 0.5)
-    assert restated.replayed and restated.query_id == first.query_id
+    assert restated.replayed
+    assert restated.query_id == first.query_id
     _stage_fails(monkeypatch, "check")  # now it names the release too
     assert fresh.query("alice", "demo", RESTATED, 0.5).query_id == first.query_id
     after_check, before_parse = _records(fresh, "query.replayed")
@@ -115,7 +117,8 @@ def test_a_repeated_template_run_is_answered_before_it_is_bound_checked_or_count
     first = workflow.run(fresh, "alice", template.id, {"grade": 3})
     _stage_fails(monkeypatch, "check", "rewrite", "plan_privacy", "reserve")
     again = workflow.run(fresh, "alice", template.id, {"grade": 3})  # at its run limit: a replay still answers
-    assert again.replayed and again.query_id == first.query_id
+    assert again.replayed
+    assert again.query_id == first.query_id
     with fresh.audit.reading() as connection:
         assert connection.execute("SELECT count(*) FROM template_runs").fetchone()[0] == 1
     workflow.review(fresh, "rita", template.id, "revoke", "withdrawn")

@@ -1,16 +1,17 @@
-"""Auditor routes: read, filter and export the log, verify it, and fetch the key that verifies it."""
+"""Auditor routes: read, filter and export the log, verify it, prove a record in it, and fetch the key
+that verifies it. Export and verify stream the log a page at a time (memory O(page), not O(n))."""
 
 from __future__ import annotations
 
-import io
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from enclave.api.deps import Auditor, EnclaveDep
-from enclave.api.errors import TEXT_ROUTE_ERRORS
-from enclave.api.schemas import EventsOut, VerifyOut
+from enclave.api.errors import TEXT_ROUTE_ERRORS, ApiError
+from enclave.api.schemas import EventsOut, ProofOut, VerifyOut
 from enclave.audit.signing import load_public_key
 from enclave.audit.state import differences
 from enclave.audit.verify import verify_lines
@@ -33,37 +34,59 @@ def list_events(enclave: EnclaveDep, principal: Auditor, actor: str | None = Non
     since, until = (_utc(moment) for moment in (since, until))
     found: list[dict[str, object]] = []
     last = after
-    for record in enclave.audit.records(after + 1):
-        last = int(record["seq"])
-        if any(value is not None and record.get(key) != value for key, value in wanted.items()):
-            continue
-        moment = datetime.fromisoformat(str(record["time"]))
-        if (since and moment < since) or (until and moment > until):
-            continue
-        found.append(record)
-        if len(found) == limit:
-            return EventsOut(events=found, next_after=last)
-    return EventsOut(events=found, next_after=None)
+    while True:  # pages of `limit` records: an unfiltered page is one read of `limit` rows
+        page = enclave.audit.records(last + 1, limit=limit)
+        for record in page:
+            last = int(record["seq"])
+            if any(value is not None and record.get(key) != value for key, value in wanted.items()):
+                continue
+            moment = datetime.fromisoformat(str(record["time"]))
+            if (since and moment < since) or (until and moment > until):
+                continue
+            found.append(record)
+            if len(found) == limit:
+                return EventsOut(events=found, next_after=last)
+        if len(page) < limit:
+            return EventsOut(events=found, next_after=None)
+
+
+def _chunks(lines: Iterable[str], size: int = 500) -> Iterator[str]:
+    """Lines joined `size` at a time: a streamed response sends (and hops threads) per chunk, not per line."""
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield "".join(chunk)
+            chunk = []
+    if chunk:
+        yield "".join(chunk)
 
 
 @router.get("/export", operation_id="auditor-export-log", response_class=PlainTextResponse,
             responses={200: {"content": {"application/x-ndjson": {}}}, **TEXT_ROUTE_ERRORS})
 def export_log(enclave: EnclaveDep, principal: Auditor, start: int = Query(1, ge=1, le=2**62),
-               end: int | None = Query(None, ge=1, le=2**62)) -> PlainTextResponse:
-    """JSONL, the format `enclave audit verify` checks offline; ends with a signed checkpoint."""
-    buffer = io.StringIO()
-    enclave.audit.export(buffer, start, end)
-    return PlainTextResponse(buffer.getvalue(), media_type="application/x-ndjson")
+               end: int | None = Query(None, ge=1, le=2**62)) -> StreamingResponse:
+    """JSONL, the format `enclave audit verify` checks offline; ends with a signed checkpoint. Streamed: the
+    end is signed before the response starts, then the lines follow a page of records at a time."""
+    return StreamingResponse(_chunks(enclave.audit.export_lines(start, end)), media_type="application/x-ndjson")
 
 
 @router.get("/verify", operation_id="auditor-verify-log", response_model=VerifyOut)
 def verify_log(enclave: EnclaveDep, principal: Auditor) -> VerifyOut:
-    buffer = io.StringIO()
-    enclave.audit.export(buffer)
-    report = verify_lines(buffer.getvalue().splitlines(), load_public_key(enclave.public_key_path))
+    report = verify_lines(enclave.audit.export_lines(), load_public_key(enclave.public_key_path))
     found = [d.line() for d in differences(enclave.audit)]
     return VerifyOut(ok=report.ok and not found, records=report.records, checkpoints=report.checkpoints,
                      problem=report.problem, differences=found)
+
+
+@router.get("/proof/{seq}", operation_id="auditor-get-proof", response_model=ProofOut)
+def get_proof(enclave: EnclaveDep, principal: Auditor, seq: int = Path(ge=1, le=2**62)) -> ProofOut:
+    """Record `seq`'s RFC 9162 inclusion proof in the latest signed checkpoint's tree (the head is signed
+    first if none covers it yet); `enclave audit verify-proof` checks it offline with the public key."""
+    proof = enclave.audit.prove(seq)
+    if proof is None:
+        raise ApiError(404, "not_found", f"No audit record {seq}.")
+    return ProofOut.model_validate(proof)
 
 
 @router.get("/checkpoints", operation_id="auditor-list-checkpoints", response_model=list[dict[str, object]])
