@@ -10,7 +10,7 @@ against the published Certificate Transparency vectors, which another implementa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -51,15 +51,47 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
 Frontier = list[tuple[int, bytes]]
 
 
-def push(frontier: Frontier, leaf: bytes) -> Frontier:
-    """The frontier after one more leaf (given as its leaf hash)."""
-    grown = list(frontier)
-    grow(grown, leaf)
-    return grown
+# The log keeps the root of every complete subtree of 2^NODE_HEIGHT leaves and more, as appends make them
+# (`made`): a thousandth of the leaves' number, and with them a proof reads O(log n) stored nodes and at
+# most a few hundred leaves, however long the log (`subtree_root`).
+NODE_HEIGHT = 8
+
+
+def made(frontier: Frontier, leaf: bytes) -> tuple[Frontier, list[tuple[int, int, bytes]]]:
+    """The frontier after one more leaf, and (height, position, root) of each complete subtree of height
+    NODE_HEIGHT or more that the leaf completed; the subtree at (h, i) holds leaves i * 2^h .. (i+1) * 2^h."""
+    grown = [*frontier, (0, leaf)]
+    size = sum(1 << height for height, _ in grown)
+    nodes = []
+    while len(grown) > 1 and grown[-1][0] == grown[-2][0]:
+        (height, left), (_, right) = grown[-2], grown[-1]
+        grown[-2:] = [(height + 1, node_hash(left, right))]
+        if height + 1 >= NODE_HEIGHT:
+            nodes.append((height + 1, (size >> (height + 1)) - 1, grown[-1][1]))
+    return grown, nodes
+
+
+def subtree_root(start: int, end: int, leaves: Callable[[int, int], Sequence[bytes]],
+                 stored: Callable[[int, int], bytes | None]) -> bytes:
+    """MTH(D[start:end]) for a range of RFC 9162's recursion (every complete subtree in it is aligned):
+    a complete subtree of NODE_HEIGHT or more from `stored` (height, position) when it has it, else from
+    its halves; a smaller one from `leaves(start, end)`, the leaf hashes of that range."""
+    size = end - start
+    if size & (size - 1) == 0:  # complete, so aligned
+        height = size.bit_length() - 1
+        if height >= NODE_HEIGHT and (found := stored(height, start >> height)) is not None:
+            return found
+        if height <= NODE_HEIGHT:
+            hashes = leaves(start, end)
+            if len(hashes) != size:
+                raise ValueError(f"the tree has {start + len(hashes)} leaves, not {end}")
+            return root_of_hashes(hashes)
+    k = _split(size)
+    return node_hash(subtree_root(start, start + k, leaves, stored), subtree_root(start + k, end, leaves, stored))
 
 
 def grow(frontier: Frontier, leaf: bytes) -> None:
-    """`push` in place: a pass over millions of leaves (verify, proofs) copies no list per leaf."""
+    """One more leaf, in place: a pass over millions of leaves (verify) copies no list per leaf."""
     frontier.append((0, leaf))
     while len(frontier) > 1 and frontier[-1][0] == frontier[-2][0]:
         (height, left), (_, right) = frontier[-2], frontier[-1]
@@ -113,34 +145,13 @@ def _sibling_ranges(index: int, size: int) -> list[tuple[int, int]]:
     return ranges[::-1]
 
 
-def inclusion_proof(index: int, size: int, leaves: Iterable[bytes]) -> list[bytes]:
-    """PATH(index, D[size]) of RFC 9162 2.1.3.1, from the tree's leaf hashes streamed once, in order.
-
-    The sibling subtrees are disjoint ranges of leaves, so one pass folds each in its own frontier while the
-    leaves go by: O(size) time, O(log size) memory, whatever the log's size. `leaves` must yield at least
-    `size` leaf hashes (more are not read).
-    """
+def inclusion_proof(index: int, size: int, leaves: Callable[[int, int], Sequence[bytes]],
+                    stored: Callable[[int, int], bytes | None] = lambda height, position: None) -> list[bytes]:
+    """PATH(index, D[size]) of RFC 9162 2.1.3.1: the roots of the sibling ranges (`subtree_root`), from the
+    leaf hashes of a range (`leaves`) and the complete subtrees the log keeps (`stored`)."""
     if not 0 <= index < size:
         raise ValueError(f"leaf {index} is not in a tree of {size} leaves")
-    ranges = _sibling_ranges(index, size)
-    pending = sorted(ranges)  # disjoint, so in the order the leaves come
-    roots: dict[tuple[int, int], bytes] = {}
-    current: Frontier = []
-    read = 0
-    for position, leaf in enumerate(leaves):
-        if not pending:
-            break
-        read = position + 1
-        start, end = pending[0]
-        if position < start:
-            continue
-        grow(current, leaf)
-        if position == end - 1:
-            roots[pending.pop(0)] = root_of_frontier(current)
-            current = []
-    if pending:
-        raise ValueError(f"the tree has {read} leaves, not {size}")
-    return [roots[r] for r in ranges]
+    return [subtree_root(start, end, leaves, stored) for start, end in _sibling_ranges(index, size)]
 
 
 def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:

@@ -11,7 +11,8 @@ A store is brought to `SCHEMA_VERSION` by applying, in order, every migration ab
 version, each in the transaction that records it; a store written by a newer version is refused.
 SQLite's history starts at 6 (the schema before migrations were numbered); PostgreSQL's starts at 7.
 8 adds the asynchronous queries' jobs (enclave.jobs); 9 the log's Merkle frontier (enclave.audit.merkle);
-10 the audit record of each release and the requests, as sent, that replay it (enclave.disclosure.replay).
+10 the audit record of each release and the requests, as sent, that replay it (enclave.disclosure.replay),
+and the log's complete Merkle subtrees that inclusion proofs read (enclave.audit.merkle.NODE_HEIGHT).
 """
 
 from __future__ import annotations
@@ -84,10 +85,13 @@ CREATE INDEX jobs_by_state ON jobs (state);
 CREATE TABLE merkle (id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL, frontier TEXT NOT NULL);
 """,
     # 10: a release keeps its audit record, and a request as sent (its text, ε, or template and parameters)
-    # names the release it replays, so a repeated request is answered before it is parsed again
+    # names the release it replays, so a repeated request is answered before it is parsed again; the log
+    # keeps its complete Merkle subtrees of 256 leaves and more, so an inclusion proof costs O(log n)
     10: """
 ALTER TABLE releases ADD COLUMN record TEXT;
 CREATE TABLE replay_aliases (alias TEXT PRIMARY KEY, request_key TEXT NOT NULL);
+CREATE TABLE merkle_nodes (height INTEGER NOT NULL, position BIGINT NOT NULL, hash TEXT NOT NULL,
+    PRIMARY KEY (height, position));
 """,
 }
 
@@ -155,16 +159,19 @@ CREATE INDEX jobs_by_state ON jobs (state);
 CREATE TABLE merkle (id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL, frontier TEXT NOT NULL);
 """,
     # 10: a release keeps its audit record, and a request as sent (its text, ε, or template and parameters)
-    # names the release it replays, so a repeated request is answered before it is parsed again
+    # names the release it replays, so a repeated request is answered before it is parsed again; the log
+    # keeps its complete Merkle subtrees of 256 leaves and more, so an inclusion proof costs O(log n)
     10: """
 ALTER TABLE releases ADD COLUMN record TEXT;
 CREATE TABLE replay_aliases (alias TEXT PRIMARY KEY, request_key TEXT NOT NULL);
+CREATE TABLE merkle_nodes (height INTEGER NOT NULL, position BIGINT NOT NULL, hash TEXT NOT NULL,
+    PRIMARY KEY (height, position));
 """,
 }
 
 # What the enclave's own PostgreSQL role may do to each table. It owns none of them (the migrating role
 # does), so it can neither drop nor disable the triggers above, and it has no UPDATE or DELETE on the
 # append-only tables at all: the log, the consent registry and the data versions refuse changes twice.
-APPEND_ONLY = ("events", "checkpoints", "consents", "data_versions", "charges")
+APPEND_ONLY = ("events", "checkpoints", "consents", "data_versions", "charges", "merkle_nodes")
 MUTABLE = ("grants", "templates", "template_runs", "principals", "api_keys", "releases", "jobs", "merkle",
            "replay_aliases")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from typing import Any, Protocol, TextIO, TypeVar
 
 from enclave.audit.group import GroupCommit
@@ -25,7 +26,7 @@ from enclave.audit.merkle import (
     grow,
     inclusion_proof,
     leaf_hash,
-    push,
+    made,
     root_of_frontier,
     root_of_hashes,
 )
@@ -53,7 +54,8 @@ class Transaction:
         text = canonical(record)
         self.connection.execute("INSERT INTO events (seq, hash, record) VALUES (?, ?, ?)",
                                 (seq + 1, digest, text.decode()))
-        self._keep(seq + 1, push(self._frontier(seq), leaf_hash(text)))
+        frontier, nodes = made(self._frontier(seq), leaf_hash(text))
+        self._keep(seq + 1, frontier, nodes)
         if (seq + 1) % self._store.checkpoint_every == 0:
             self.checkpoint()
         return {**record, "hash": digest}
@@ -69,15 +71,24 @@ class Transaction:
         if row is not None and row[0] == head:
             return [(height, bytes.fromhex(subtree)) for height, subtree in json.loads(row[1])]
         frontier: Frontier = []
+        nodes: list[tuple[int, int, bytes]] = []
         for (text,) in self.connection.execute("SELECT record FROM events WHERE seq <= ? ORDER BY seq", (head,)):
-            frontier = push(frontier, leaf_hash(text.encode()))
+            frontier, more = made(frontier, leaf_hash(text.encode()))
+            nodes += more
+        self._keep_nodes(nodes)  # the subtrees a proof reads, for a log from before they were kept
         return frontier
 
-    def _keep(self, size: int, frontier: Frontier) -> None:
+    def _keep(self, size: int, frontier: Frontier, nodes: list[tuple[int, int, bytes]]) -> None:
         self.connection.execute(
             "INSERT INTO merkle (id, size, frontier) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "size = excluded.size, frontier = excluded.frontier",
             (size, json.dumps([[height, subtree.hex()] for height, subtree in frontier])))
+        self._keep_nodes(nodes)
+
+    def _keep_nodes(self, nodes: list[tuple[int, int, bytes]]) -> None:
+        for height, position, root in nodes:
+            self.connection.execute("INSERT INTO merkle_nodes (height, position, hash) VALUES (?, ?, ?) "
+                                    "ON CONFLICT (height, position) DO NOTHING", (height, position, root.hex()))
 
     def checkpoint(self, size: int | None = None) -> dict[str, object] | None:
         """Sign the Merkle root of records 1..size (default: the head), unless that is signed already.
@@ -192,12 +203,6 @@ class AuditStore:
             yield rows
             after = rows[-1][0]
 
-    def _leaf_hashes(self, size: int) -> Iterator[bytes]:
-        """The Merkle leaf hashes of records 1..size, streamed."""
-        for rows in self._pages(1, size):
-            for _, _, record in rows:
-                yield leaf_hash(record.encode())
-
     def checkpoint_head(self) -> dict[str, object] | None:
         """Sign the head (unless it is signed already) and return the latest signed checkpoint, the one an
         auditor keeps to check later exports against (`enclave audit verify --trusted`)."""
@@ -265,8 +270,9 @@ class AuditStore:
         """The RFC 9162 inclusion proof of record `seq` in the tree of the latest signed checkpoint, signing
         the head first if no checkpoint covers the record yet; None if there is no such record.
 
-        It is one pass over the checkpoint's leaf hashes, a page at a time (the tree's interior nodes are not
-        kept, so O(n) time, O(log n) memory; bench/audit_append.py measures it). An auditor checks it offline
+        It reads O(log n) of the complete subtrees appends keep (`merkle_nodes`, enclave.audit.merkle.made)
+        and at most a few hundred records, in one snapshot; a subtree not kept is computed from its halves
+        or records (bench/audit_append.py measures it). An auditor checks it offline
         (`enclave audit verify-proof`, `enclave.audit.verify.verify_proof`) with the public key alone.
         """
         with self.reading() as connection:
@@ -279,7 +285,8 @@ class AuditStore:
         if row is None or signed is None:
             return None
         size = int(signed["checkpoint"]["size"])
-        path = inclusion_proof(seq - 1, size, self._leaf_hashes(size))
+        with self.reading() as connection:
+            path = inclusion_proof(seq - 1, size, partial(_leaf_range, connection), partial(_stored_node, connection))
         return {"seq": seq, "record": row[1], "hash": row[0], "leaf_index": seq - 1, "tree_size": size,
                 "path": [node.hex() for node in path], "checkpoint": signed}
 
@@ -289,3 +296,15 @@ class AuditStore:
         row = connection.execute("SELECT record FROM checkpoints WHERE size >= ? ORDER BY size DESC LIMIT 1",
                                  (seq,)).fetchone()
         return json.loads(row[0]) if row else None
+
+
+def _leaf_range(connection: Connection, start: int, end: int) -> list[bytes]:
+    """The leaf hashes of leaves start..end - 1 (records start + 1..end)."""
+    return [leaf_hash(text.encode()) for (text,) in connection.execute(
+        "SELECT record FROM events WHERE seq > ? AND seq <= ? ORDER BY seq", (start, end))]
+
+
+def _stored_node(connection: Connection, height: int, position: int) -> bytes | None:
+    row = connection.execute("SELECT hash FROM merkle_nodes WHERE height = ? AND position = ?",
+                             (height, position)).fetchone()
+    return bytes.fromhex(row[0]) if row else None

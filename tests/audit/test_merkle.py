@@ -8,12 +8,13 @@ import pytest
 
 from enclave.audit.merkle import (
     EMPTY_ROOT,
+    NODE_HEIGHT,
     frontier_size,
     inclusion_proof,
     leaf_hash,
+    made,
     merkle_root,
     node_hash,
-    push,
     root_of_frontier,
     root_of_hashes,
     verify_inclusion,
@@ -59,7 +60,7 @@ def test_leaf_and_node_hashes_are_domain_separated():
 def test_the_frontier_gives_the_published_root(size):
     frontier: list[tuple[int, bytes]] = []
     for leaf in LEAVES[:size]:
-        frontier = push(frontier, leaf_hash(bytes.fromhex(leaf)))
+        frontier, _ = made(frontier, leaf_hash(bytes.fromhex(leaf)))
     assert root_of_frontier(frontier).hex() == ROOTS[size]
 
 
@@ -67,7 +68,7 @@ def test_the_frontier_equals_the_recursive_root_at_every_size_and_stays_logarith
     leaves = [leaf_hash(f"record-{i}".encode()) for i in range(1100)]
     frontier: list[tuple[int, bytes]] = []
     for size, leaf in enumerate(leaves, start=1):
-        frontier = push(frontier, leaf)
+        frontier, _ = made(frontier, leaf)
         assert root_of_frontier(frontier) == root_of_hashes(leaves[:size])
         assert [height for height, _ in frontier] == [h for h in range(size.bit_length()) if size >> h & 1][::-1]
 
@@ -120,7 +121,7 @@ def _corruptions(index: int, size: int, proof: list[bytes], root: bytes, leaf: b
 def test_the_inclusion_proof_is_the_published_vector_and_only_it_verifies(index, size, path):
     leaves = [_leaf(i) for i in range(size)]
     root = bytes.fromhex(ROOTS[size])
-    proof = inclusion_proof(index, size, iter(leaves))
+    proof = inclusion_proof(index, size, _over(leaves))
     assert [p.hex() for p in proof] == path
     assert verify_inclusion(_leaf(index), index, size, proof, root)
     accepted = [name for name, probe in _corruptions(index, size, proof, root, _leaf(index)).items()
@@ -136,7 +137,7 @@ def test_an_index_outside_the_tree_never_verifies(index, size):
 
 def test_a_one_leaf_tree_has_an_empty_path():
     leaf = leaf_hash(b"data")
-    assert inclusion_proof(0, 1, [leaf]) == []
+    assert inclusion_proof(0, 1, _over([leaf])) == []
     assert verify_inclusion(leaf, 0, 1, [], leaf)
     assert not verify_inclusion(b"", 0, 1, [], leaf)
 
@@ -146,7 +147,7 @@ def test_every_leaf_of_every_size_proves_and_a_change_fails():
         leaves = [leaf_hash(f"record-{size}-{i}".encode()) for i in range(size)]
         root = root_of_hashes(leaves)
         for index in range(size):
-            proof = inclusion_proof(index, size, iter(leaves))
+            proof = inclusion_proof(index, size, _over(leaves))
             assert len(proof) <= size.bit_length()
             assert verify_inclusion(leaves[index], index, size, proof, root), (index, size)
             accepted = [name for name, probe in _corruptions(index, size, proof, root, leaves[index]).items()
@@ -156,19 +157,53 @@ def test_every_leaf_of_every_size_proves_and_a_change_fails():
             assert not any(verify_inclusion(leaves[index], i, size, proof, root) for i in others)
 
 
+def _over(leaves: list[bytes]):
+    """The leaf hashes of a range, from a list of them (no stored subtrees)."""
+    return lambda start, end: leaves[start:end]
+
+
 def test_a_proof_reads_only_the_tree_and_refuses_a_short_one():
     leaves = [leaf_hash(bytes([i])) for i in range(10)]
-    assert inclusion_proof(3, 7, iter(leaves)) == inclusion_proof(3, 7, leaves[:7])
+    assert inclusion_proof(3, 7, _over(leaves)) == inclusion_proof(3, 7, _over(leaves[:7]))
     with pytest.raises(ValueError, match="the tree has 6 leaves, not 7"):
-        inclusion_proof(3, 7, leaves[:6])
+        inclusion_proof(3, 7, _over(leaves[:6]))
     with pytest.raises(ValueError, match="not in a tree"):
-        inclusion_proof(7, 7, leaves)
+        inclusion_proof(7, 7, _over(leaves))
+
+
+def test_the_subtrees_appends_keep_give_the_same_proofs_reading_few_leaves():
+    """A proof from the complete subtrees kept as the leaves were appended (NODE_HEIGHT and up) is the
+    proof from the leaves, and reads at most a few hundred leaves of a tree of thousands."""
+    size = 5 * 2**NODE_HEIGHT + 77
+    leaves = [leaf_hash(f"record-{i}".encode()) for i in range(size)]
+    frontier: list[tuple[int, bytes]] = []
+    kept: dict[tuple[int, int], bytes] = {}
+    for leaf in leaves:
+        frontier, nodes = made(frontier, leaf)
+        kept.update({(height, position): root for height, position, root in nodes})
+    assert root_of_frontier(frontier) == root_of_hashes(leaves)
+    assert sorted(kept) == [(8, 0), (8, 1), (8, 2), (8, 3), (8, 4), (9, 0), (9, 1), (10, 0)]
+    assert kept[(8, 3)] == root_of_hashes(leaves[3 * 256:4 * 256])
+    read: list[int] = []
+
+    def counted(start: int, end: int) -> list[bytes]:
+        read.append(end - start)
+        return leaves[start:end]
+
+    for index in (0, 255, 256, 700, 1279, 1280, size - 1):
+        read.clear()
+        proof = inclusion_proof(index, size, counted, lambda height, position: kept.get((height, position)))
+        assert proof == inclusion_proof(index, size, _over(leaves))
+        assert verify_inclusion(leaves[index], index, size, proof, root_of_hashes(leaves))
+        assert sum(read) <= 2 * 2**NODE_HEIGHT, (index, read)
+    missing = inclusion_proof(700, size, _over(leaves), lambda height, position: None)  # none kept: from leaves
+    assert missing == inclusion_proof(700, size, _over(leaves), lambda height, position: kept.get((height, position)))
 
 
 def test_frontier_size_reads_the_decomposition_and_refuses_other_shapes():
     frontier: list[tuple[int, bytes]] = []
     for i in range(13):
-        frontier = push(frontier, leaf_hash(bytes([i])))
+        frontier, _ = made(frontier, leaf_hash(bytes([i])))
     assert frontier_size(frontier) == 13
     assert frontier_size([]) == 0
     assert frontier_size([(0, b"a"), (0, b"b")]) is None

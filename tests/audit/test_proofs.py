@@ -21,7 +21,7 @@ from enclave.audit.signing import Signer
 from enclave.audit.store import AuditStore
 from enclave.audit.verify import ProofReport, verify_lines, verify_proof
 from enclave.budget.ledger import grant
-from tests.audit.test_log import RECORDS, build_reference, export
+from tests.audit.test_log import RECORDS, build_reference, export, new_store
 from tests.audit.test_trusted import enclave_cli
 
 
@@ -208,3 +208,29 @@ def test_cli_proves_a_record_and_verifies_the_proof_offline(tmp_path):
     missing = cli("audit", "prove", "99")
     assert (missing.returncode, missing.stderr.strip(), missing.stdout) == (1, "no audit record 99 in the log", "")
     assert "Traceback" not in unreadable.stderr + missing.stderr
+
+
+def test_a_long_log_proves_from_the_subtrees_it_kept_and_without_them(tmp_path, backend_kind):
+    """Appends keep the complete subtrees of 256 leaves and more; a proof reads those and a few hundred
+    records, and a log that lost them (one from before they were kept) proves the same from its records."""
+    store = new_store(tmp_path, kind=backend_kind)
+    for _ in range(3):
+        with store.transaction() as tx:
+            for _ in range(300):
+                tx.append("query.refused", "r1", "deny", ["x"], dataset="demo")
+    store.checkpoint_head()
+    with store.reading() as connection:
+        kept = connection.execute("SELECT height, position FROM merkle_nodes ORDER BY height, position").fetchall()
+    assert [tuple(k) for k in kept] == [(8, 0), (8, 1), (8, 2), (9, 0)]
+    proofs = {seq: store.prove(seq) for seq in (1, 256, 257, 600, 899, 900)}
+    for seq, proof in proofs.items():
+        assert verify_proof(json.loads(json.dumps(proof)), store.signer.public).ok, seq
+    other = new_store(tmp_path / "bare", kind=backend_kind)  # the same log, with no subtrees kept
+    with other.transaction() as tx:
+        for record in store.records():
+            tx.connection.execute("INSERT INTO events (seq, hash, record) VALUES (?, ?, ?)", (
+                record["seq"], record["hash"], canonical({k: v for k, v in record.items() if k != "hash"}).decode()))
+        for signed in store.checkpoints():
+            tx.connection.execute("INSERT INTO checkpoints (size, record) VALUES (?, ?)",
+                                  (signed["checkpoint"]["size"], json.dumps(signed, sort_keys=True)))
+    assert {seq: other.prove(seq)["path"] for seq in proofs} == {seq: p["path"] for seq, p in proofs.items()}
