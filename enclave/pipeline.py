@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from enclave.audit.postgres import PostgresBackend
@@ -236,6 +237,12 @@ def _stage(timings: dict[str, float] | None, name: str) -> Iterator[None]:
         metrics.observe_stage(name, elapsed)
         if timings is not None:
             timings[name] = timings.get(name, 0.0) + elapsed
+
+
+@lru_cache(maxsize=1024)
+def _release_of(payload: str) -> Release:
+    """A released answer, parsed once: a payload is final for its request key, and replays copy it."""
+    return Release.model_validate_json(payload)
 
 
 def open_backend(settings: Settings) -> Backend:
@@ -663,7 +670,7 @@ class Enclave:
     def _replayed(self, tx: Transaction, researcher: str, dataset: str, payload: str, record: dict[str, object],
                   key: str, hooks: Hooks) -> Release:
         """Give a released answer again: its `query.replayed` record first, nothing spent."""
-        answer = Release.model_validate_json(payload)
+        answer = _release_of(payload)
         replayed = tx.append("query.replayed", researcher, "allow", [], **record, query_id=answer.query_id,
                              payload_sha256=sha256_text(payload))
         left = remaining(tx, researcher, dataset)

@@ -1,7 +1,8 @@
 """Dependencies of the routes: the enclave, the calling principal, and the role a route needs.
 
 Every route but health declares the role it needs (`Researcher`, `Reviewer`, `Steward`, `Auditor`);
-authentication reads `Authorization: Bearer <key>`, and each key is rate-limited on its own.
+authentication reads `Authorization: Bearer <key>`, and each key is rate-limited on its own. A dependency
+that never blocks is `async`: FastAPI runs a plain `def` one in a worker thread, a hand-off per request.
 """
 
 from __future__ import annotations
@@ -44,14 +45,14 @@ class RateLimiter:
         return self._memory.hit(self._limit, "enclave-key", key_id)
 
 
-def get_enclave(request: Request) -> Enclave:
+async def get_enclave(request: Request) -> Enclave:
     return request.app.state.enclave
 
 
 EnclaveDep = Annotated[Enclave, Depends(get_enclave)]
 
 
-def get_jobs(request: Request) -> JobQueue | None:
+async def get_jobs(request: Request) -> JobQueue | None:
     return request.app.state.jobs
 
 
@@ -72,7 +73,7 @@ def current_principal(request: Request, enclave: EnclaveDep) -> Principal:
 
 
 def require(role: Role) -> Callable[[Principal], Principal]:
-    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.has(role):
             raise ApiError(403, "forbidden", f"This route needs the {role} role.")
         return principal

@@ -26,15 +26,20 @@ MAX_BATCH = 256
 class _Write(Generic[T]):
     def __init__(self, work: Callable[[Transaction], T]) -> None:
         self.work = work
+        self.woken = threading.Event()  # set when committed, or when it is this write's turn to lead
         self.done = False
         self.result: T | None = None
         self.error: BaseException | None = None
 
 
 class GroupCommit:
+    """The writes waiting form a queue; its first write leads the next commit. A leader commits the first
+    MAX_BATCH writes, wakes each of them, then wakes the first write still waiting to lead the next: one
+    wake-up per write, never a herd of threads woken to find it is not their turn."""
+
     def __init__(self, store: AuditStore) -> None:
         self._store = store
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting: list[_Write[object]] = []
         self._committing = False
 
@@ -42,24 +47,31 @@ class GroupCommit:
         """Run `work` in a write transaction shared with the other writes waiting now; return once it is
         committed (its exception, if it raised, or the commit's, if the commit failed)."""
         write = _Write(work)
-        with self._changed:
+        with self._lock:
             self._waiting.append(write)  # type: ignore[arg-type]
-            while not write.done:
-                if self._committing:
-                    self._changed.wait()
-                    continue
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                self._committing = True
-                self._changed.release()
-                try:
-                    self._commit(batch)
-                finally:
-                    self._changed.acquire()
-                    self._committing = False
-                    self._changed.notify_all()
+            lead = not self._committing
+            self._committing = True
+        if not lead:
+            write.woken.wait()
+        if not write.done:  # first in the queue: lead a commit of the writes waiting (this one first)
+            self._lead()
         if write.error is not None:
             raise write.error
         return write.result  # type: ignore[return-value]
+
+    def _lead(self) -> None:
+        with self._lock:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+        try:
+            self._commit(batch)
+        finally:
+            with self._lock:
+                for write in batch:
+                    write.woken.set()
+                if self._waiting:
+                    self._waiting[0].woken.set()  # the next leader
+                else:
+                    self._committing = False
 
     def _commit(self, batch: list[_Write[object]]) -> None:
         try:
