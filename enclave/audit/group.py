@@ -77,11 +77,13 @@ class GroupCommit:
         try:
             with self._store.transaction() as tx:
                 for write in batch:
+                    tip = tx.tip()
                     tx.connection.execute("SAVEPOINT group_write")
                     try:
                         write.result = write.work(tx)
                     except Exception as error:  # undo this write alone; its thread gets the error
                         tx.connection.execute("ROLLBACK TO SAVEPOINT group_write")
+                        tx.rewind(tip)
                         write.error = error
                     tx.connection.execute("RELEASE SAVEPOINT group_write")
         except BaseException as error:  # the commit failed: nothing of the batch is durable

@@ -37,32 +37,61 @@ from enclave.ops.metrics import timed_audit_append
 T = TypeVar("T")
 
 
+# The head of the log as a transaction left it: sequence number, hash and Merkle frontier
+Tip = tuple[int, str, Frontier]
+
+
 class Transaction:
-    """One write transaction: append records, checkpoint, and read or change the governed state."""
+    """One write transaction: append records, checkpoint, and read or change the governed state.
+
+    It reads the head and its frontier once, keeps them as it appends (`Tip`), and writes the frontier
+    back once, when it ends (`flush`): many appends in one transaction (a group commit) cost one read and
+    one write of them, not one each."""
 
     def __init__(self, connection: Connection, store: AuditStore) -> None:
         self.connection = connection
         self._store = store
+        self._tip: Tip | None = None
+        self._moved = False  # appended since the frontier was read: `flush` writes it
 
     def append(self, event: str, actor: str, decision: str, reasons: list[str] | None = None,
                **fields: object) -> dict[str, object]:
         """Append one record after the current head; it commits with the transaction or not at all."""
-        seq, prev = self._head()
+        seq, prev, frontier = self.tip()
         record = {**fields, "seq": seq + 1, "time": now(), "actor": actor, "event": event,
                   "decision": decision, "reasons": reasons or [], "prev_hash": prev}
         digest = record_hash(record)
         text = canonical(record)
         self.connection.execute("INSERT INTO events (seq, hash, record) VALUES (?, ?, ?)",
                                 (seq + 1, digest, text.decode()))
-        frontier, nodes = made(self._frontier(seq), leaf_hash(text))
-        self._keep(seq + 1, frontier, nodes)
+        frontier, nodes = made(frontier, leaf_hash(text))
+        self._keep_nodes(nodes)
+        self._tip, self._moved = (seq + 1, digest, frontier), True
         if (seq + 1) % self._store.checkpoint_every == 0:
             self.checkpoint()
         return {**record, "hash": digest}
 
+    def tip(self) -> Tip:
+        """The head as this transaction has it (read once; a write restores it with `rewind`)."""
+        if self._tip is None:
+            row = self.connection.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, digest = (row[0], row[1]) if row else (0, GENESIS)
+            self._tip = (seq, digest, self._frontier(seq))
+        return self._tip
+
+    def rewind(self, tip: Tip | None) -> None:
+        """Back to an earlier `tip()` (or to reading it afresh), after a rollback to a savepoint undid the
+        appends made since."""
+        self._tip = tip
+
+    def flush(self) -> None:
+        """Write the frontier of the head, if the transaction appended (before it commits)."""
+        if self._moved and self._tip is not None:
+            self._keep(self._tip[0], self._tip[2])
+
     def _head(self) -> tuple[int, str]:
-        row = self.connection.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-        return (row[0], row[1]) if row else (0, GENESIS)
+        seq, digest, _ = self.tip()
+        return seq, digest
 
     def _frontier(self, head: int) -> Frontier:
         """The Merkle frontier of records 1..head, as kept in `merkle`; rebuilt from the log, once, when it
@@ -78,12 +107,11 @@ class Transaction:
         self._keep_nodes(nodes)  # the subtrees a proof reads, for a log from before they were kept
         return frontier
 
-    def _keep(self, size: int, frontier: Frontier, nodes: list[tuple[int, int, bytes]]) -> None:
+    def _keep(self, size: int, frontier: Frontier) -> None:
         self.connection.execute(
             "INSERT INTO merkle (id, size, frontier) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "size = excluded.size, frontier = excluded.frontier",
             (size, json.dumps([[height, subtree.hex()] for height, subtree in frontier])))
-        self._keep_nodes(nodes)
 
     def _keep_nodes(self, nodes: list[tuple[int, int, bytes]]) -> None:
         for height, position, root in nodes:
@@ -102,7 +130,7 @@ class Transaction:
                 "SELECT 1 FROM checkpoints WHERE size = ?", (size,)).fetchone():
             return None
         if size == head:  # O(log n): the frontier the appends kept
-            root = root_of_frontier(self._frontier(head))
+            root = root_of_frontier(self.tip()[2])
         else:  # a size below the head, signed later (an export's range): its own pass over the records
             root = root_of_hashes([leaf_hash(text.encode()) for (text,) in self.connection.execute(
                 "SELECT record FROM events WHERE seq <= ? ORDER BY seq", (size,))])
@@ -164,7 +192,9 @@ class AuditStore:
     def transaction(self) -> Iterator[Transaction]:
         """One write transaction: serialised with every other writer, durable once it returns."""
         with self.backend.write() as connection:
-            yield Transaction(connection, self)
+            tx = Transaction(connection, self)
+            yield tx
+            tx.flush()
 
     def grouped(self, work: Callable[[Transaction], T]) -> T:
         """Run `work` in a write transaction committed together with other threads' (enclave.audit.group):
