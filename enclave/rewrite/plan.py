@@ -9,6 +9,7 @@ the researcher's text, so the executed SQL is always regenerated.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import sqlglot
@@ -84,6 +85,11 @@ def _ident(name: str) -> exp.Identifier:
     return exp.to_identifier(name, quoted=True)
 
 
+def _named(node: exp.Expr, name: str) -> exp.Alias:
+    """`node AS "name"` for a node of the tree being built (already its own copy: not copied again)."""
+    return exp.alias_(node, name, quoted=True, copy=False)
+
+
 def _aggregate(measure: Measure, arg: exp.Expr | None, unit: exp.Expr) -> exp.Expr:
     if measure.function == "count_units":
         return exp.Count(this=exp.Distinct(expressions=[arg if arg is not None else unit]))
@@ -101,11 +107,13 @@ def _row_identity(relation: exp.Select) -> list[exp.Column]:
 
 
 def render(plan: Plan) -> str:
-    """The SQL that computes a plan, generated from the AST with comments dropped."""
-    return build(plan).sql("duckdb", comments=False)
+    """The SQL that computes a plan, generated from the AST with comments dropped (without sqlglot's
+    defensive copy: `build` returns a tree of its own)."""
+    return build(plan).sql("duckdb", comments=False, copy=False)
 
 
 def build(plan: Plan) -> exp.Select:
+    """The SELECT that computes a plan: a new tree that shares no node with the plan."""
     if plan.bounds is None:
         return _plain(plan)
     return _bounded(plan, plan.bounds)
@@ -114,8 +122,8 @@ def build(plan: Plan) -> exp.Select:
 def _plain(plan: Plan) -> exp.Select:
     select = plan.relation.copy()
     select.set("expressions", [
-        *(exp.alias_(k.expr.copy(), k.name, quoted=True) for k in plan.keys),
-        *(exp.alias_(_aggregate(m, m.arg.copy() if m.arg else None, plan.unit.copy()), m.name, quoted=True)
+        *(_named(k.expr.copy(), k.name) for k in plan.keys),
+        *(_named(_aggregate(m, m.arg.copy() if m.arg else None, plan.unit.copy()), m.name)
           for m in plan.measures),
     ])
     if plan.keys:
@@ -141,12 +149,11 @@ def _bounded(plan: Plan, bounds: Bounds) -> exp.Select:
     args = {m.name: f"__a{i}" for i, m in enumerate(plan.measures) if m.arg}
     rows = plan.relation.copy()
     rows.set("expressions", [
-        exp.alias_(plan.unit.copy(), "__unit", quoted=True),
-        *(exp.alias_(k.expr.copy(), f"__k{i}", quoted=True) for i, k in enumerate(plan.keys)),
-        *(exp.alias_(m.arg.copy(), args[m.name], quoted=True) for m in plan.measures if m.arg),
-        *(exp.alias_(column, f"__r{i}", quoted=True) for i, column in enumerate(identity)),
-        exp.alias_(exp.func("hash", exp.Literal.number(bounds.salt), plan.unit.copy(), *identity),
-                   "__row_order", quoted=True),
+        _named(plan.unit.copy(), "__unit"),
+        *(_named(k.expr.copy(), f"__k{i}") for i, k in enumerate(plan.keys)),
+        *(_named(m.arg.copy(), args[m.name]) for m in plan.measures if m.arg),
+        *(_named(column.copy(), f"__r{i}") for i, column in enumerate(identity)),  # and in the hash below
+        _named(exp.func("hash", exp.Literal.number(bounds.salt), plan.unit.copy(), *identity), "__row_order"),
     ])
     keys = ", ".join(f'"__k{i}"' for i in range(len(plan.keys)))
     cell_by = ", ".join(['"__unit"', *([keys] if keys else [])])
@@ -171,14 +178,24 @@ def _bounded(plan: Plan, bounds: Bounds) -> exp.Select:
                       f'SELECT {cell_by}, {partials} FROM "{over}" GROUP BY {cell_by}'),
     }
     final = exp.select(
-        *(exp.alias_(exp.column(f"__k{i}", quoted=True), k.name, quoted=True) for i, k in enumerate(plan.keys)),
-        *(exp.alias_(_from_cells(m, args.get(m.name)), m.name, quoted=True) for m in plan.measures),
-    ).from_(exp.Table(this=_ident("__bounded")))
+        *(_named(exp.column(f"__k{i}", quoted=True), k.name) for i, k in enumerate(plan.keys)),
+        *(_named(_from_cells(m, args.get(m.name)), m.name) for m in plan.measures),
+    ).from_(exp.Table(this=_ident("__bounded")), copy=False)
     if plan.keys:
-        final = final.group_by(*(exp.column(f"__k{i}", quoted=True) for i in range(len(plan.keys))))
-    for name, query in [("__rows", rows), *((n, sqlglot.parse_one(q, read="duckdb")) for n, q in fixed.items())]:
-        final = final.with_(exp.to_identifier(name, quoted=True), as_=query)
+        final = final.group_by(*(exp.column(f"__k{i}", quoted=True) for i in range(len(plan.keys))), copy=False)
+    # One WITH built once: `Select.with_` would copy the growing tree for every CTE.
+    ctes = [("__rows", rows), *((name, _parsed(query).copy()) for name, query in fixed.items())]
+    final.set("with_", exp.With(expressions=[exp.CTE(this=query, alias=_ident(name)) for name, query in ctes]))
     return final
+
+
+@lru_cache(maxsize=256)
+def _parsed(fixed: str) -> exp.Expr:
+    """A fixed query shape, parsed once per process. Shared: callers copy it before they use it.
+
+    The shapes vary only with the integers and column counts formatted into them (bounds, salt, the
+    numbers of keys, measures and tables), so a process sees few of them."""
+    return sqlglot.parse_one(fixed, read="duckdb")
 
 
 def _from_cells(measure: Measure, column: str | None) -> exp.Expr:
