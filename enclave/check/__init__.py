@@ -60,19 +60,19 @@ def _check(source: str, rules: Rules, manifest: Manifest) -> CheckResult:
     tree, found = parse(source, rules.limits)
     if tree is None:
         return CheckResult(tuple(found))
-    ctx = Context(source, rules, manifest)
-    tree = desugar(tree)
+    # The tree is check's own from here (a fresh parse): each step changes it in place, none copies it.
+    tree = desugar(tree, copy=False)
     found = check_grammar(tree, source, rules)
     if found or not isinstance(tree, exp.Select):
         return CheckResult(tuple(found))
-    tree = normalize(tree, manifest)
-    ctx = Context(source, rules, manifest, using_columns(tree))
-    found = _violations(tree, ctx)
+    tree = normalize(tree, manifest, copy=False)
+    found = _violations(tree, Context(source, rules, manifest, using_columns(tree)))
     if found:
         return CheckResult(tuple(found))
-    query = describe(qualified(tree, manifest), ctx)
-    again = recheck(query, rules, manifest)
+    tree = qualified(tree, manifest, copy=False)
+    ctx = Context(source, rules, manifest, using_columns(tree))  # a new context: the tree has changed
+    again = _violations(tree, ctx)
     if again:
         codes = ", ".join(sorted({v.code for v in again}))
         return CheckResult((Violation("internal_check_failed", f"The qualified query failed a re-check ({codes})."),))
-    return CheckResult((), query)
+    return CheckResult((), describe(tree, ctx))
