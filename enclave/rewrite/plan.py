@@ -58,15 +58,34 @@ def plan_of(query: CheckedQuery) -> Plan:
     for arg in ("from_", "joins", "where"):
         value = query.tree.args.get(arg)
         if value:
-            relation.set(arg, [v.copy() for v in value] if isinstance(value, list) else value.copy())
+            relation.set(arg, [_detached(v) for v in value] if isinstance(value, list) else _detached(value))
     functions: dict[str, Function] = {"count": "count", "count_distinct_unit": "count_units", "sum": "sum",
                                       "avg": "avg"}
     measures = tuple(
         Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds)
         for c in query.columns if isinstance(c, AggregateColumn)
     )
-    keys = tuple(KeyColumn(k.name, k.expr.copy()) for k in query.keys)
-    return Plan(relation, query.unit.copy(), keys, measures)
+    keys = tuple(KeyColumn(k.name, _detached(k.expr)) for k in query.keys)
+    return Plan(relation, _detached(query.unit), keys, measures)
+
+
+_POSITIONS = frozenset({"line", "col", "start", "end"})
+
+
+def _detached(node: exp.Expr) -> exp.Expr:
+    """A copy of a checked node for the plan, without positions (see `_unpositioned`)."""
+    return _unpositioned(node.copy())
+
+
+def _unpositioned(node: exp.Expr) -> exp.Expr:
+    """`node` without the positions in the parsed text that the parser left on its nodes. Nothing in the
+    rewrite reads them (only violations do, and it makes none), and deep-copying one small dict per
+    identifier and literal was half the cost of every later copy. Other meta (a function's written
+    name, say) is kept."""
+    for part in node.walk():
+        if part._meta is not None and part._meta.keys() <= _POSITIONS:
+            part._meta = None  # sqlglot's own slot for meta; `meta` only ever adds to it
+    return node
 
 
 def _measured(column: AggregateColumn, query: CheckedQuery) -> exp.Expr | None:
@@ -78,7 +97,7 @@ def _measured(column: AggregateColumn, query: CheckedQuery) -> exp.Expr | None:
     if column.function == "count_distinct_unit" and isinstance(column.arg, exp.Column) and (
             column.arg.table == query.unit.table):
         return None
-    return column.arg.copy()
+    return _detached(column.arg)
 
 
 def _ident(name: str) -> exp.Identifier:
@@ -195,7 +214,7 @@ def _parsed(fixed: str) -> exp.Expr:
 
     The shapes vary only with the integers and column counts formatted into them (bounds, salt, the
     numbers of keys, measures and tables), so a process sees few of them."""
-    return sqlglot.parse_one(fixed, read="duckdb")
+    return _unpositioned(sqlglot.parse_one(fixed, read="duckdb"))
 
 
 def _from_cells(measure: Measure, column: str | None) -> exp.Expr:
