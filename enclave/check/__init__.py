@@ -38,8 +38,11 @@ def _violations(tree: exp.Expr, ctx: Context) -> list[Violation]:
     found = check_grammar(tree, ctx.source, ctx.rules)
     if found or not isinstance(tree, exp.Select):
         return found
-    for rule in SEMANTIC_CHECKS:
-        found.extend(rule(tree, ctx))
+    return _semantic(tree, ctx)
+
+
+def _semantic(tree: exp.Select, ctx: Context) -> list[Violation]:
+    found = [violation for rule in SEMANTIC_CHECKS for violation in rule(tree, ctx)]
     return list(dict.fromkeys(found))  # one problem reported twice (two aggregates of one expression) once
 
 
@@ -65,8 +68,10 @@ def _check(source: str, rules: Rules, manifest: Manifest) -> CheckResult:
     found = check_grammar(tree, source, rules)
     if found or not isinstance(tree, exp.Select):
         return CheckResult(tuple(found))
+    # normalize adds only aliases, table qualifiers and copies of output expressions the grammar has
+    # accepted: the semantic checks follow without a second grammar pass (the qualified tree gets one)
     tree = normalize(tree, manifest, copy=False)
-    found = _violations(tree, Context(source, rules, manifest, using_columns(tree)))
+    found = _semantic(tree, Context(source, rules, manifest, using_columns(tree)))
     if found:
         return CheckResult(tuple(found))
     tree = qualified(tree, manifest, copy=False)

@@ -49,7 +49,10 @@ def _number(value: float) -> exp.Literal:
     return exp.Literal.number(int(value) if float(value).is_integer() else value)
 
 
-SUM_TYPE = exp.DataType.build("DECIMAL(38, 6)", dialect="duckdb")
+# DECIMAL(38, 6), built rather than parsed: a parsed type keeps its positions in the text on its literals,
+# which every one of its copies (four per clamped sum) would deep-copy
+SUM_TYPE = exp.DataType(this=exp.DataType.Type.DECIMAL, nested=False, expressions=[
+    exp.DataTypeParam(this=exp.Literal.number(38)), exp.DataTypeParam(this=exp.Literal.number(6))])
 BOOLEAN = exp.DataType.build("BOOLEAN")
 
 
