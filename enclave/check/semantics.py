@@ -292,24 +292,26 @@ def check_output(tree: exp.Select, ctx: Context) -> list[Violation]:
     items = output_items(tree)
     scope = sources(tree)
     key_forms = [ctx.canonical(key, scope) for key in keys]
+    aggregated = {id(item) for item in items if item.find(exp.AggFunc)}
     found = []
     for item in items:
-        if isinstance(item, exp.AggFunc) or item.find(exp.AggFunc):
+        if id(item) in aggregated:
             continue  # check_aggregates judges aggregates
         if ctx.canonical(item, scope) not in key_forms:
             found.append(at("output_not_aggregate", "An output column must be an aggregate or a GROUP BY key.",
                             ctx.source, item, "add it to GROUP BY, or aggregate it"))
-    if not any(item.find(exp.AggFunc) for item in items):
+    if not aggregated:
         found.append(at("no_aggregate", "The query has no aggregate, so it would list keys or rows.",
                         ctx.source, tree.expressions[0] if tree.expressions else None,
                         "add COUNT(*), COUNT(DISTINCT ...), SUM(...) or AVG(...)"))
-    item_forms = [ctx.canonical(item, scope) for item in items]
+    # a key is normally a plain output column: an aggregate's form is worked out only when none matches
+    plain_first = sorted(items, key=lambda item: id(item) in aggregated)
     for key, form in zip(keys, key_forms, strict=True):
         if key.find(exp.AggFunc):
             continue
         if not key.find(exp.Column):
             found.append(at("group_key_aggregate", "A GROUP BY key must depend on a column.", ctx.source, key))
-        elif form not in item_forms:
+        elif not any(ctx.canonical(item, scope) == form for item in plain_first):
             found.append(at("group_key_not_output", "Every GROUP BY key must also be an output column.",
                             ctx.source, key, "add it to the SELECT list"))
     if len(keys) > ctx.rules.limits.max_group_keys:
