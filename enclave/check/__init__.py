@@ -38,8 +38,11 @@ def _violations(tree: exp.Expr, ctx: Context) -> list[Violation]:
     found = check_grammar(tree, ctx.source, ctx.rules)
     if found or not isinstance(tree, exp.Select):
         return found
-    for rule in SEMANTIC_CHECKS:
-        found.extend(rule(tree, ctx))
+    return _semantic(tree, ctx)
+
+
+def _semantic(tree: exp.Select, ctx: Context) -> list[Violation]:
+    found = [violation for rule in SEMANTIC_CHECKS for violation in rule(tree, ctx)]
     return list(dict.fromkeys(found))  # one problem reported twice (two aggregates of one expression) once
 
 
@@ -60,19 +63,21 @@ def _check(source: str, rules: Rules, manifest: Manifest) -> CheckResult:
     tree, found = parse(source, rules.limits)
     if tree is None:
         return CheckResult(tuple(found))
-    ctx = Context(source, rules, manifest)
-    tree = desugar(tree)
+    # The tree is check's own from here (a fresh parse): each step changes it in place, none copies it.
+    tree = desugar(tree, copy=False)
     found = check_grammar(tree, source, rules)
     if found or not isinstance(tree, exp.Select):
         return CheckResult(tuple(found))
-    tree = normalize(tree, manifest)
-    ctx = Context(source, rules, manifest, using_columns(tree))
-    found = _violations(tree, ctx)
+    # normalize adds only aliases, table qualifiers and copies of output expressions the grammar has
+    # accepted: the semantic checks follow without a second grammar pass (the qualified tree gets one)
+    tree = normalize(tree, manifest, copy=False)
+    found = _semantic(tree, Context(source, rules, manifest, using_columns(tree)))
     if found:
         return CheckResult(tuple(found))
-    query = describe(qualified(tree, manifest), ctx)
-    again = recheck(query, rules, manifest)
+    tree = qualified(tree, manifest, copy=False)
+    ctx = Context(source, rules, manifest, using_columns(tree))  # a new context: the tree has changed
+    again = _violations(tree, ctx)
     if again:
         codes = ", ".join(sorted({v.code for v in again}))
         return CheckResult((Violation("internal_check_failed", f"The qualified query failed a re-check ({codes})."),))
-    return CheckResult((), query)
+    return CheckResult((), describe(tree, ctx))

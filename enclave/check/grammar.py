@@ -254,9 +254,11 @@ class _Walker:
                 continue
             if not self.check_args(node):
                 continue
-            for key, value in node.args.items():
-                children = value if isinstance(value, list) else [value]
-                pending.extend((child, node, key) for child in reversed(children) if isinstance(child, exp.Expr))
+            for key, value in node.args.items():  # a list reversed, so that its children pop in order
+                if isinstance(value, exp.Expr):
+                    pending.append((value, node, key))
+                elif isinstance(value, list):
+                    pending.extend((child, node, key) for child in reversed(value) if isinstance(child, exp.Expr))
         return self.violations
 
 

@@ -36,13 +36,16 @@ def _too_deep(tokens: list[Token], limit: int) -> Token | None:
     return None
 
 
-def _tree_depth(node: exp.Expr) -> int:
-    deepest, pending = 0, [(node, 1)]
+def _size(node: exp.Expr) -> tuple[int, int]:
+    """The number of nodes of a tree and its depth, in one walk without recursion."""
+    count = deepest = 0
+    pending = [(node, 1)]
     while pending:
         current, depth = pending.pop()
+        count += 1
         deepest = max(deepest, depth)
         pending.extend((child, depth + 1) for child in current.iter_expressions())
-    return deepest
+    return count, deepest
 
 
 def _at_token(code: str, message: str, source: str, token: Token) -> Violation:
@@ -85,10 +88,11 @@ def parse(source: str, limits: Limits) -> tuple[exp.Expr | None, list[Violation]
             return None, [Violation("multiple_statements", message)]
         return None, [_at_token("multiple_statements", message, source, second)]
     tree = statements[0]
-    if sum(1 for _ in tree.walk()) > limits.max_nodes:  # sqlglot's own budget does not count every node
+    nodes, depth = _size(tree)
+    if nodes > limits.max_nodes:  # sqlglot's own budget does not count every node
         return None, [Violation("sql_too_complex", f"The query has more than {limits.max_nodes} parts.",
                                 remedy="simplify the query")]
-    if _tree_depth(tree) > 4 * limits.max_depth:
+    if depth > 4 * limits.max_depth:
         return None, [Violation("sql_too_deep", "The parsed query is nested too deeply.")]
     return tree, []
 

@@ -9,9 +9,11 @@ canonical tree: two queries that mean the same thing render the same SQL.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sqlglot import exp
 from sqlglot.optimizer.qualify import qualify
+from sqlglot.schema import MappingSchema
 
 from enclave.catalog.manifest import Manifest
 from enclave.check.bounds import Interval, bounds
@@ -75,10 +77,11 @@ class CheckedQuery:
         return self.tree.sql("duckdb", comments=False)
 
 
-def desugar(tree: exp.Expr) -> exp.Expr:
+def desugar(tree: exp.Expr, copy: bool = True) -> exp.Expr:
     """Rewrite sugar into the grammar before it is checked: `AGG(x) FILTER (WHERE c)` is `AGG(CASE WHEN c
-    THEN x END)` (COUNT(*) counts `THEN 1`), for COUNT, SUM and AVG; anything else is left to be refused."""
-    tree = tree.copy()
+    THEN x END)` (COUNT(*) counts `THEN 1`), for COUNT, SUM and AVG; anything else is left to be refused.
+    With `copy=False` the tree is changed in place (for a caller that owns it, as check does its parse)."""
+    tree = tree.copy() if copy else tree
     for distinct in list(tree.find_all(exp.Distinct)):  # COUNT(DISTINCT(x)) is COUNT(DISTINCT x)
         distinct.set("expressions", [e.this if isinstance(e, exp.Paren) else e for e in distinct.expressions])
     for node in list(tree.find_all(exp.Filter)):
@@ -90,9 +93,10 @@ def desugar(tree: exp.Expr) -> exp.Expr:
     return tree
 
 
-def normalize(tree: exp.Select, manifest: Manifest) -> exp.Select:
-    """GROUP BY ALL, positions and output aliases replaced by their expressions; every output named."""
-    tree = tree.copy()
+def normalize(tree: exp.Select, manifest: Manifest, copy: bool = True) -> exp.Select:
+    """GROUP BY ALL, positions and output aliases replaced by their expressions; every output named.
+    With `copy=False` the tree is changed in place."""
+    tree = tree.copy() if copy else tree
     # An unqualified USING column is the left table's (as in DuckDB); qualify would make it a COALESCE.
     using = using_columns(tree)
     left = sources(tree)[0].alias if sources(tree) else ""
@@ -130,15 +134,30 @@ def _expand_group_key(key: exp.Expr, items: list[exp.Expr], aliases: dict[str, e
     return key
 
 
-def qualified(tree: exp.Select, manifest: Manifest) -> exp.Select:
-    """sqlglot's qualify against the manifest's schema: every column named by its table, quoted."""
-    schema = {name: {c: spec.type for c, spec in table.columns.items()} for name, table in manifest.tables.items()}
-    result = qualify(tree.copy(), schema=schema, dialect="duckdb", validate_qualify_columns=True,
-                     quote_identifiers=True)
+def qualified(tree: exp.Select, manifest: Manifest, copy: bool = True) -> exp.Select:
+    """sqlglot's qualify against the manifest's schema: every column named by its table, quoted.
+    With `copy=False` the tree is qualified in place."""
     # qualify normalises identifier case; output names come back as the researcher wrote them
-    for item, written in zip(result.expressions, tree.expressions, strict=True):
-        item.set("alias", exp.to_identifier(output_name(written), quoted=True))
+    names = [output_name(item) for item in tree.expressions]
+    result = qualify(tree.copy() if copy else tree, schema=_schema(manifest), dialect="duckdb",
+                     validate_qualify_columns=True, quote_identifiers=True)
+    for item, name in zip(result.expressions, names, strict=True):
+        item.set("alias", exp.to_identifier(name, quoted=True))
     return result
+
+
+def _schema(manifest: Manifest) -> MappingSchema:
+    """The manifest's tables as sqlglot's schema. Its names are normalised once per set of tables
+    (`_normalized`); each qualify gets a schema object of its own, as sqlglot's lookup caches keep the
+    researcher's table nodes, which a schema shared by every query would pile up."""
+    tables = tuple((name, tuple((c, spec.type) for c, spec in table.columns.items()))
+                   for name, table in manifest.tables.items())
+    return MappingSchema(_normalized(tables), dialect="duckdb", normalize=False)
+
+
+@lru_cache(maxsize=64)
+def _normalized(tables: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]) -> dict:
+    return MappingSchema({name: dict(columns) for name, columns in tables}, dialect="duckdb").mapping
 
 
 def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:

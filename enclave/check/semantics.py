@@ -9,7 +9,7 @@ allowed nodes, and they run again on the qualified tree (fail closed if that eve
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlglot import exp
 
@@ -22,12 +22,18 @@ from enclave.policy.rules import Rules
 
 @dataclass(frozen=True)
 class Context:
-    """What every check may read: the query text (for positions), the rules and the manifest."""
+    """What every check may read: the query text (for positions), the rules and the manifest.
+
+    A context serves one tree that no check changes: it remembers each node's canonical form (the
+    checks compare the same keys and outputs many times), so a changed tree needs a new context."""
 
     source: str
     rules: Rules
     manifest: Manifest
     using: frozenset[str] = frozenset()
+    # id(node), scope -> (node, form); the node is kept so that its id cannot be reused meanwhile
+    _forms: dict[tuple[int, tuple[str, ...]], tuple[exp.Expr, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def resolve(self, column: exp.Column, scope: list[Source]) -> Resolved | None:
         found = candidates(column, scope, self.manifest, self.using)
@@ -36,6 +42,11 @@ class Context:
     def canonical(self, node: exp.Expr, scope: list[Source]) -> str:
         """An expression as it means, not as it is written: columns resolved to their table, names
         case-folded, COUNT(1) as COUNT(*). Two output or grouping expressions match by this."""
+        key = (id(node), tuple(f"{s.alias}:{s.table}" for s in scope))
+        known = self._forms.get(key)
+        if known is not None:
+            return known[1]
+
         def meaning(part: exp.Expr) -> exp.Expr:
             if isinstance(part, exp.Column) and (resolved := self.resolve(part, scope)) is not None:
                 return exp.column(resolved.name, table=resolved.source.alias)
@@ -43,7 +54,10 @@ class Context:
                 return exp.Count(this=exp.Star())
             return part
 
-        return node.transform(meaning).sql("duckdb", normalize=True, comments=False).lower()
+        # transform returns a copy of its own: generate it without another
+        form = node.transform(meaning).sql("duckdb", normalize=True, comments=False, copy=False).lower()
+        self._forms[key] = (node, form)
+        return form
 
 
 Check = Callable[[exp.Select, Context], list[Violation]]
@@ -278,24 +292,26 @@ def check_output(tree: exp.Select, ctx: Context) -> list[Violation]:
     items = output_items(tree)
     scope = sources(tree)
     key_forms = [ctx.canonical(key, scope) for key in keys]
+    aggregated = {id(item) for item in items if item.find(exp.AggFunc)}
     found = []
     for item in items:
-        if isinstance(item, exp.AggFunc) or item.find(exp.AggFunc):
+        if id(item) in aggregated:
             continue  # check_aggregates judges aggregates
         if ctx.canonical(item, scope) not in key_forms:
             found.append(at("output_not_aggregate", "An output column must be an aggregate or a GROUP BY key.",
                             ctx.source, item, "add it to GROUP BY, or aggregate it"))
-    if not any(item.find(exp.AggFunc) for item in items):
+    if not aggregated:
         found.append(at("no_aggregate", "The query has no aggregate, so it would list keys or rows.",
                         ctx.source, tree.expressions[0] if tree.expressions else None,
                         "add COUNT(*), COUNT(DISTINCT ...), SUM(...) or AVG(...)"))
-    item_forms = [ctx.canonical(item, scope) for item in items]
+    # a key is normally a plain output column: an aggregate's form is worked out only when none matches
+    plain_first = sorted(items, key=lambda item: id(item) in aggregated)
     for key, form in zip(keys, key_forms, strict=True):
         if key.find(exp.AggFunc):
             continue
         if not key.find(exp.Column):
             found.append(at("group_key_aggregate", "A GROUP BY key must depend on a column.", ctx.source, key))
-        elif form not in item_forms:
+        elif not any(ctx.canonical(item, scope) == form for item in plain_first):
             found.append(at("group_key_not_output", "Every GROUP BY key must also be an output column.",
                             ctx.source, key, "add it to the SELECT list"))
     if len(keys) > ctx.rules.limits.max_group_keys:

@@ -9,6 +9,7 @@ the researcher's text, so the executed SQL is always regenerated.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import sqlglot
@@ -57,15 +58,34 @@ def plan_of(query: CheckedQuery) -> Plan:
     for arg in ("from_", "joins", "where"):
         value = query.tree.args.get(arg)
         if value:
-            relation.set(arg, [v.copy() for v in value] if isinstance(value, list) else value.copy())
+            relation.set(arg, [_detached(v) for v in value] if isinstance(value, list) else _detached(value))
     functions: dict[str, Function] = {"count": "count", "count_distinct_unit": "count_units", "sum": "sum",
                                       "avg": "avg"}
     measures = tuple(
         Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds)
         for c in query.columns if isinstance(c, AggregateColumn)
     )
-    keys = tuple(KeyColumn(k.name, k.expr.copy()) for k in query.keys)
-    return Plan(relation, query.unit.copy(), keys, measures)
+    keys = tuple(KeyColumn(k.name, _detached(k.expr)) for k in query.keys)
+    return Plan(relation, _detached(query.unit), keys, measures)
+
+
+_POSITIONS = frozenset({"line", "col", "start", "end"})
+
+
+def _detached(node: exp.Expr) -> exp.Expr:
+    """A copy of a checked node for the plan, without positions (see `_unpositioned`)."""
+    return _unpositioned(node.copy())
+
+
+def _unpositioned(node: exp.Expr) -> exp.Expr:
+    """`node` without the positions in the parsed text that the parser left on its nodes. Nothing in the
+    rewrite reads them (only violations do, and it makes none), and deep-copying one small dict per
+    identifier and literal was half the cost of every later copy. Other meta (a function's written
+    name, say) is kept."""
+    for part in node.walk():
+        if part._meta is not None and part._meta.keys() <= _POSITIONS:
+            part._meta = None  # sqlglot's own slot for meta; `meta` only ever adds to it
+    return node
 
 
 def _measured(column: AggregateColumn, query: CheckedQuery) -> exp.Expr | None:
@@ -77,11 +97,16 @@ def _measured(column: AggregateColumn, query: CheckedQuery) -> exp.Expr | None:
     if column.function == "count_distinct_unit" and isinstance(column.arg, exp.Column) and (
             column.arg.table == query.unit.table):
         return None
-    return column.arg.copy()
+    return _detached(column.arg)
 
 
 def _ident(name: str) -> exp.Identifier:
     return exp.to_identifier(name, quoted=True)
+
+
+def _named(node: exp.Expr, name: str) -> exp.Alias:
+    """`node AS "name"` for a node of the tree being built (already its own copy: not copied again)."""
+    return exp.alias_(node, name, quoted=True, copy=False)
 
 
 def _aggregate(measure: Measure, arg: exp.Expr | None, unit: exp.Expr) -> exp.Expr:
@@ -101,11 +126,13 @@ def _row_identity(relation: exp.Select) -> list[exp.Column]:
 
 
 def render(plan: Plan) -> str:
-    """The SQL that computes a plan, generated from the AST with comments dropped."""
-    return build(plan).sql("duckdb", comments=False)
+    """The SQL that computes a plan, generated from the AST with comments dropped (without sqlglot's
+    defensive copy: `build` returns a tree of its own)."""
+    return build(plan).sql("duckdb", comments=False, copy=False)
 
 
 def build(plan: Plan) -> exp.Select:
+    """The SELECT that computes a plan: a new tree that shares no node with the plan."""
     if plan.bounds is None:
         return _plain(plan)
     return _bounded(plan, plan.bounds)
@@ -114,8 +141,8 @@ def build(plan: Plan) -> exp.Select:
 def _plain(plan: Plan) -> exp.Select:
     select = plan.relation.copy()
     select.set("expressions", [
-        *(exp.alias_(k.expr.copy(), k.name, quoted=True) for k in plan.keys),
-        *(exp.alias_(_aggregate(m, m.arg.copy() if m.arg else None, plan.unit.copy()), m.name, quoted=True)
+        *(_named(k.expr.copy(), k.name) for k in plan.keys),
+        *(_named(_aggregate(m, m.arg.copy() if m.arg else None, plan.unit.copy()), m.name)
           for m in plan.measures),
     ])
     if plan.keys:
@@ -141,12 +168,11 @@ def _bounded(plan: Plan, bounds: Bounds) -> exp.Select:
     args = {m.name: f"__a{i}" for i, m in enumerate(plan.measures) if m.arg}
     rows = plan.relation.copy()
     rows.set("expressions", [
-        exp.alias_(plan.unit.copy(), "__unit", quoted=True),
-        *(exp.alias_(k.expr.copy(), f"__k{i}", quoted=True) for i, k in enumerate(plan.keys)),
-        *(exp.alias_(m.arg.copy(), args[m.name], quoted=True) for m in plan.measures if m.arg),
-        *(exp.alias_(column, f"__r{i}", quoted=True) for i, column in enumerate(identity)),
-        exp.alias_(exp.func("hash", exp.Literal.number(bounds.salt), plan.unit.copy(), *identity),
-                   "__row_order", quoted=True),
+        _named(plan.unit.copy(), "__unit"),
+        *(_named(k.expr.copy(), f"__k{i}") for i, k in enumerate(plan.keys)),
+        *(_named(m.arg.copy(), args[m.name]) for m in plan.measures if m.arg),
+        *(_named(column.copy(), f"__r{i}") for i, column in enumerate(identity)),  # and in the hash below
+        _named(exp.func("hash", exp.Literal.number(bounds.salt), plan.unit.copy(), *identity), "__row_order"),
     ])
     keys = ", ".join(f'"__k{i}"' for i in range(len(plan.keys)))
     cell_by = ", ".join(['"__unit"', *([keys] if keys else [])])
@@ -171,14 +197,24 @@ def _bounded(plan: Plan, bounds: Bounds) -> exp.Select:
                       f'SELECT {cell_by}, {partials} FROM "{over}" GROUP BY {cell_by}'),
     }
     final = exp.select(
-        *(exp.alias_(exp.column(f"__k{i}", quoted=True), k.name, quoted=True) for i, k in enumerate(plan.keys)),
-        *(exp.alias_(_from_cells(m, args.get(m.name)), m.name, quoted=True) for m in plan.measures),
-    ).from_(exp.Table(this=_ident("__bounded")))
+        *(_named(exp.column(f"__k{i}", quoted=True), k.name) for i, k in enumerate(plan.keys)),
+        *(_named(_from_cells(m, args.get(m.name)), m.name) for m in plan.measures),
+    ).from_(exp.Table(this=_ident("__bounded")), copy=False)
     if plan.keys:
-        final = final.group_by(*(exp.column(f"__k{i}", quoted=True) for i in range(len(plan.keys))))
-    for name, query in [("__rows", rows), *((n, sqlglot.parse_one(q, read="duckdb")) for n, q in fixed.items())]:
-        final = final.with_(exp.to_identifier(name, quoted=True), as_=query)
+        final = final.group_by(*(exp.column(f"__k{i}", quoted=True) for i in range(len(plan.keys))), copy=False)
+    # One WITH built once: `Select.with_` would copy the growing tree for every CTE.
+    ctes = [("__rows", rows), *((name, _parsed(query).copy()) for name, query in fixed.items())]
+    final.set("with_", exp.With(expressions=[exp.CTE(this=query, alias=_ident(name)) for name, query in ctes]))
     return final
+
+
+@lru_cache(maxsize=256)
+def _parsed(fixed: str) -> exp.Expr:
+    """A fixed query shape, parsed once per process. Shared: callers copy it before they use it.
+
+    The shapes vary only with the integers and column counts formatted into them (bounds, salt, the
+    numbers of keys, measures and tables), so a process sees few of them."""
+    return _unpositioned(sqlglot.parse_one(fixed, read="duckdb"))
 
 
 def _from_cells(measure: Measure, column: str | None) -> exp.Expr:

@@ -49,7 +49,11 @@ def _number(value: float) -> exp.Literal:
     return exp.Literal.number(int(value) if float(value).is_integer() else value)
 
 
-SUM_TYPE = exp.DataType.build("DECIMAL(38, 6)", dialect="duckdb")
+# DECIMAL(38, 6), built rather than parsed: a parsed type keeps its positions in the text on its literals,
+# which every one of its copies (four per clamped sum) would deep-copy
+SUM_TYPE = exp.DataType(this=exp.DataType.Type.DECIMAL, nested=False, expressions=[
+    exp.DataTypeParam(this=exp.Literal.number(38)), exp.DataTypeParam(this=exp.Literal.number(6))])
+BOOLEAN = exp.DataType.build("BOOLEAN")
 
 
 def clamp_measures(plan: Plan, ctx: RewriteContext) -> Plan:
@@ -69,17 +73,18 @@ def clamp_measures(plan: Plan, ctx: RewriteContext) -> Plan:
             clamped = exp.Case(
                 ifs=[exp.If(this=exp.LT(this=value.copy(), expression=_number(low)), true=_number(low)),
                      exp.If(this=exp.GT(this=value.copy(), expression=_number(high)), true=_number(high))],
-                default=value.copy(),
+                default=value,
             )
             m = dataclasses.replace(m, arg=exp.Cast(this=clamped, to=SUM_TYPE.copy()))
         measures.append(m)
     return dataclasses.replace(plan, measures=tuple(measures))
 
 
-def _try(node: exp.Expr) -> exp.Expr:
+def _try(node: exp.Expr, copy: bool = True) -> exp.Expr:
     """TRY(node), with every CAST in it a TRY_CAST: a failed cast is NULL without raising, which keeps
-    DuckDB vectorised (an error inside TRY makes it re-evaluate row by row, a thousand times slower)."""
-    node = node.copy()
+    DuckDB vectorised (an error inside TRY makes it re-evaluate row by row, a thousand times slower).
+    With `copy=False`, `node` (of the rule's own copy of the plan) is changed in place."""
+    node = node.copy() if copy else node
     # not Expr.transform: it does not visit the children of a node it replaced, so a CAST inside a CAST
     # (every filter term is cast to BOOLEAN) stayed a CAST, and one failing cast per row made a query slow
     for cast in [n for n in node.walk() if type(n) is exp.Cast]:
@@ -116,7 +121,7 @@ def guard_errors(plan: Plan, ctx: RewriteContext) -> Plan:
     relation = plan.relation.copy()
     where = relation.args.get("where")
     if where is not None:
-        where.set("this", exp.and_(*(_try(exp.Cast(this=c, to=exp.DataType.build("BOOLEAN")))
+        where.set("this", exp.and_(*(_try(exp.Cast(this=c, to=BOOLEAN.copy()), copy=False)
                                      for c in _conjuncts(where.this)), copy=False))
     keys = tuple(dataclasses.replace(k, expr=_try(k.expr)) for k in plan.keys)
     measures = tuple(dataclasses.replace(m, arg=_try(m.arg)) if m.arg is not None else m for m in plan.measures)
@@ -126,8 +131,9 @@ def guard_errors(plan: Plan, ctx: RewriteContext) -> Plan:
 _OPERATORS = (exp.Binary, exp.Unary, exp.Between, exp.In, exp.Is)
 
 
-def _explicit(node: exp.Expr) -> exp.Expr:
-    node = node.copy()
+def _explicit(node: exp.Expr, copy: bool = True) -> exp.Expr:
+    """`node` with every operator in parentheses; with `copy=False`, changed in place."""
+    node = node.copy() if copy else node
     for inner in reversed(list(node.walk())):  # children before their parents
         if isinstance(inner, _OPERATORS) and not isinstance(inner, exp.Paren) and not isinstance(
                 inner.parent, exp.Paren):
@@ -148,7 +154,7 @@ def parenthesize(plan: Plan, ctx: RewriteContext) -> Plan:
     relation = plan.relation.copy()
     where = relation.args.get("where")
     if where is not None:
-        where.set("this", _explicit(where.this))
+        where.set("this", _explicit(where.this, copy=False))
     keys = tuple(dataclasses.replace(k, expr=_explicit(k.expr)) for k in plan.keys)
     measures = tuple(dataclasses.replace(m, arg=_explicit(m.arg)) if m.arg is not None else m for m in plan.measures)
     return dataclasses.replace(plan, relation=relation, keys=keys, measures=measures)
