@@ -637,17 +637,15 @@ class Enclave:
             taken = self._slots.hold(held)
         return taken + held
 
-    def replay_as_sent(self, researcher: str, dataset: str, sql: str, sent: Mapping[str, object]) -> Release | None:
-        """The released answer of a request sent before exactly so (`sent`, whose SQL is `sql`; see
-        enclave.disclosure.replay), given again (recorded first); None if there is none, or no data yet."""
+    def replay_as_sent(self, researcher: str, dataset: str, sent: Mapping[str, object]) -> Release | None:
+        """The released answer of a request sent before exactly so (`sent`: a template run's template and
+        parameters; enclave.disclosure.replay), given again with the record it was first released with
+        (the same SQL), recorded first; None if there is none, or no data yet."""
         try:
             _, _, found = self._as_sent(researcher, dataset, sent)
         except QueryError:
             return None
-        if found is None:
-            return None
-        return self._replay_released(researcher, dataset, found, {**found.record, **self._submitted(dataset, sql)},
-                                     None, SYNCHRONOUS)
+        return self._replay_released(researcher, dataset, found, found.record, None, SYNCHRONOUS) if found else None
 
     def _submitted(self, dataset: str, sql: str) -> dict[str, object]:
         """The audit record of a request as it arrived, before any stage has decided anything."""

@@ -106,15 +106,20 @@ def review(enclave: Enclave, reviewer: str, template_id: int, action: Literal["a
         return find(tx.connection, template_id)  # type: ignore[return-value]
 
 
-def _approved(connection: Connection, template_id: int, values: dict[str, object]) -> tuple[Template, str]:
-    """The approved template and its SQL bound to the parameters, or why it cannot run."""
+def _approved(connection: Connection, template_id: int) -> Template:
+    """The template if it may run, or why it cannot."""
     template = find(connection, template_id)
     if template is None:
         raise QueryError("template_not_found", "No such template.")
     if template.status != "approved":
         raise QueryError("template_not_approved", f"This template is {template.status}, not approved.")
+    return template
+
+
+def _bound(template: Template, values: dict[str, object]) -> str:
+    """The template's SQL with the parameters bound, or why they do not fit it."""
     try:
-        return template, template.spec.bind(values)
+        return template.spec.bind(values)
     except ValueError as error:
         raise QueryError("invalid_parameters", str(error)) from None
 
@@ -125,13 +130,14 @@ def run(enclave: Enclave, researcher: str, template_id: int, values: dict[str, o
     `Enclave.query` (the answer comes at the query's deadline). A repeat of a released run (the same
     template and parameters) is answered at once, spending nothing and taking no run of the limit."""
     with enclave.audit.reading() as connection:
-        template, sql = _approved(connection, template_id, values)
+        template = _approved(connection, template_id)
     sent = {"template": template_id, "parameters": values}
-    early = enclave.replay_as_sent(researcher, template.spec.dataset, sql, sent)
+    early = enclave.replay_as_sent(researcher, template.spec.dataset, sent)  # parameters released before
     if early is not None:
         return early
+    sql = _bound(template, values)
     with enclave.audit.transaction() as tx:
-        template, sql = _approved(tx.connection, template_id, values)  # again, under the write lock
+        template = _approved(tx.connection, template_id)  # again, under the write lock
         runs = tx.connection.execute("SELECT count(*) FROM template_runs WHERE template_id = ? AND researcher = ?",
                                      (template_id, researcher)).fetchone()[0]
         if runs >= template.spec.run_limit:

@@ -116,11 +116,14 @@ def test_a_repeated_template_run_is_answered_before_it_is_bound_checked_or_count
     workflow.review(fresh, "rita", template.id, "approve", "aggregate only")
     first = workflow.run(fresh, "alice", template.id, {"grade": 3})
     _stage_fails(monkeypatch, "check", "rewrite", "plan_privacy", "reserve")
+    monkeypatch.setattr(TemplateSpec, "bind", lambda *a: pytest.fail("a repeated run bound its parameters"))
     again = workflow.run(fresh, "alice", template.id, {"grade": 3})  # at its run limit: a replay still answers
     assert again.replayed
     assert again.query_id == first.query_id
     with fresh.audit.reading() as connection:
         assert connection.execute("SELECT count(*) FROM template_runs").fetchone()[0] == 1
+    (replayed,) = _records(fresh, "query.replayed")
+    assert replayed["sql_submitted"] == _records(fresh, "query.charged")[0]["sql_submitted"]
     workflow.review(fresh, "rita", template.id, "revoke", "withdrawn")
     with pytest.raises(QueryError) as revoked:
         workflow.run(fresh, "alice", template.id, {"grade": 3})
