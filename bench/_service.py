@@ -21,6 +21,7 @@ notation): a bench measures the service, not its limiter.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -61,7 +62,7 @@ def preflight(script: str) -> None:
         sys.exit(f"{script} needs PostgreSQL and redis-server: {error}")
 
 
-def children(pid: int) -> list[int]:
+def worker_pids(pid: int) -> list[int]:
     """The live worker processes of `pid` (from /proc): its children but multiprocessing's resource tracker."""
     found = []
     for entry in Path("/proc").iterdir():
@@ -179,6 +180,9 @@ def running(scratch: Path, *, deployed: bool, api_workers: int, query_workers: i
     finally:
         for process in processes:
             if process.poll() is None:
+                for pid in worker_pids(process.pid):  # uvicorn's and rq's workers: killing the parent leaves them
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 process.kill()
                 process.wait(timeout=10)
         if redis is not None:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from _service import Service, approve_template, check_store, children, preflight, release, running
+from _service import Service, approve_template, check_store, preflight, release, running, worker_pids
 
 from enclave.pipeline import Enclave
 from enclave.settings import Settings
@@ -200,7 +200,7 @@ def measure(service: Service, args: argparse.Namespace) -> int:
     drain = time.monotonic() + 60  # let queued jobs finish before the store is checked
     while time.monotonic() < drain and not settled(service.settings):
         time.sleep(0.5)
-    alive = {"api": len(children(serve.pid)), "query": len(children(worker.pid))}
+    alive = {"api": len(worker_pids(serve.pid)), "query": len(worker_pids(worker.pid))}
     service.stop(seconds=30)
     problems, store = check_store(service.settings, CAP, results.answers)
     if alive != {"api": args.api_workers, "query": args.query_workers}:  # a killed worker was replaced
@@ -220,7 +220,7 @@ def inject(fault: str, serve: subprocess.Popen[bytes], worker: subprocess.Popen[
         redis.start()
         return "redis restarted"
     parent = serve if fault == "api" else worker
-    pids = children(parent.pid)
+    pids = worker_pids(parent.pid)
     if not pids:
         return f"no {fault} worker to kill"
     os.kill(pids[0], signal.SIGKILL)

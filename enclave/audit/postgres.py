@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 import psycopg
-from psycopg import sql
+from psycopg import IsolationLevel, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
@@ -150,13 +150,15 @@ class PostgresBackend:
     @contextmanager
     def write(self) -> Iterator[PgConnection]:
         with self._pool.connection() as connection:  # commits on exit, rolls back on an exception
+            connection.isolation_level, connection.read_only = None, None  # the server's: READ COMMITTED
             connection.execute(WRITE_LOCK)
             yield PgConnection(connection)
 
     @contextmanager
     def read(self) -> Iterator[PgConnection]:
         with self._pool.connection() as connection:
-            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            # one snapshot, read-only; psycopg says so in the transaction's BEGIN (no statement of its own)
+            connection.isolation_level, connection.read_only = IsolationLevel.REPEATABLE_READ, True
             yield PgConnection(connection)
 
     def close(self) -> None:

@@ -119,15 +119,14 @@ def today() -> date:
 
 
 def _remaining_units(tx: Transaction, researcher: str, dataset: str) -> tuple[int, int] | None:
-    row = tx.connection.execute("SELECT epsilon_cap, delta_cap FROM grants WHERE researcher = ? AND dataset = ?",
-                                (researcher, dataset)).fetchone()
-    if row is None:
-        return None
-    spent = tx.connection.execute(
-        "SELECT CAST(coalesce(sum(epsilon), 0) AS BIGINT), CAST(coalesce(sum(delta), 0) AS BIGINT) FROM charges "
-        "WHERE researcher = ? AND dataset = ?",
+    """The grant's caps less its charges, in one statement (a replay reads it under the write lock)."""
+    row = tx.connection.execute(
+        "SELECT g.epsilon_cap - CAST(coalesce(sum(c.epsilon), 0) AS BIGINT), "
+        "g.delta_cap - CAST(coalesce(sum(c.delta), 0) AS BIGINT) FROM grants g "
+        "LEFT JOIN charges c ON c.researcher = g.researcher AND c.dataset = g.dataset "
+        "WHERE g.researcher = ? AND g.dataset = ? GROUP BY g.epsilon_cap, g.delta_cap",
         (researcher, dataset)).fetchone()
-    return row[0] - spent[0], row[1] - spent[1]
+    return (int(row[0]), int(row[1])) if row else None
 
 
 def remaining(tx: Transaction, researcher: str, dataset: str) -> Remaining | None:
