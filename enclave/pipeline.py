@@ -655,9 +655,10 @@ class Enclave:
     def _as_sent(self, researcher: str, dataset: str,
                  sent: Mapping[str, object]) -> tuple[DataVersion, str, replay.Released | None]:
         """The dataset's current data version, the alias of a request as sent on it, and the release that
-        alias names, if any: one read of the store (the version is read afresh, as `version` does)."""
+        alias names, if any (the version is read afresh, as `version` does). No snapshot is needed: an alias
+        and a released answer never change once written, and the alias names the version it was read at."""
         self.manifest(dataset)
-        with self.audit.reading() as connection:
+        with self.audit.glancing() as connection:
             version = versions.current(connection, dataset)
             if version is not None:
                 alias = replay.alias_key(researcher, dataset, version.label, self.rules.sha256, sent)

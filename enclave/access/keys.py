@@ -76,7 +76,7 @@ def authenticate(store: AuditStore, pepper: bytes, presented: str) -> Principal 
     if len(parts) != 3 or parts[0] != PREFIX:
         return None
     _, key_id, secret = parts
-    with store.reading() as connection:
+    with store.glancing() as connection:  # one statement
         row = connection.execute(
             "SELECT k.digest, k.revoked, p.name, p.roles FROM api_keys k JOIN principals p ON p.name = k.principal "
             "WHERE k.key_id = ?", (key_id,)).fetchone()

@@ -150,6 +150,7 @@ class PostgresBackend:
     @contextmanager
     def write(self) -> Iterator[PgConnection]:
         with self._pool.connection() as connection:  # commits on exit, rolls back on an exception
+            connection.autocommit = False
             connection.isolation_level, connection.read_only = None, None  # the server's: READ COMMITTED
             connection.execute(WRITE_LOCK)
             yield PgConnection(connection)
@@ -158,7 +159,14 @@ class PostgresBackend:
     def read(self) -> Iterator[PgConnection]:
         with self._pool.connection() as connection:
             # one snapshot, read-only; psycopg says so in the transaction's BEGIN (no statement of its own)
+            connection.autocommit = False
             connection.isolation_level, connection.read_only = IsolationLevel.REPEATABLE_READ, True
+            yield PgConnection(connection)
+
+    @contextmanager
+    def glance(self) -> Iterator[PgConnection]:
+        with self._pool.connection() as connection:
+            connection.autocommit = True  # one round trip a statement: no BEGIN, no COMMIT
             yield PgConnection(connection)
 
     def close(self) -> None:

@@ -120,6 +120,17 @@ class SqliteBackend:
     def read(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._transaction("BEGIN", "ROLLBACK")
 
+    @contextmanager
+    def glance(self) -> Iterator[sqlite3.Connection]:
+        """Statements in autocommit: each one its own read of what is committed."""
+        connection = self._take()
+        try:
+            yield connection
+        except BaseException:
+            connection.close()
+            raise
+        self._give_back(connection)
+
     def close(self) -> None:
         """Close the idle connections (a transaction after this opens a new one)."""
         with self._idle_lock:

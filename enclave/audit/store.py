@@ -171,6 +171,10 @@ class Backend(Protocol):
     def read(self) -> AbstractContextManager[Connection]:
         """One consistent read-only snapshot."""
 
+    def glance(self) -> AbstractContextManager[Connection]:
+        """Reads with no transaction around them: each statement sees what is committed when it runs (no
+        BEGIN or COMMIT to wait for). For look-ups whose rows never change once written, or of one row."""
+
     def close(self) -> None: ...
 
 
@@ -204,6 +208,10 @@ class AuditStore:
 
     def reading(self) -> AbstractContextManager[Connection]:
         return self.backend.read()
+
+    def glancing(self) -> AbstractContextManager[Connection]:
+        """Reads without a snapshot (`Backend.glance`): the request path's look-ups of one key each."""
+        return self.backend.glance()
 
     def close(self) -> None:
         self.backend.close()

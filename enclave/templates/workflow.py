@@ -129,7 +129,7 @@ def run(enclave: Enclave, researcher: str, template_id: int, values: dict[str, o
     """Run an approved template with validated parameters through the whole pipeline; `hold` as in
     `Enclave.query` (the answer comes at the query's deadline). A repeat of a released run (the same
     template and parameters) is answered at once, spending nothing and taking no run of the limit."""
-    with enclave.audit.reading() as connection:
+    with enclave.audit.glancing() as connection:  # one statement
         template = _approved(connection, template_id)
     sent = {"template": template_id, "parameters": values}
     early = enclave.replay_as_sent(researcher, template.spec.dataset, sent)  # parameters released before
