@@ -87,3 +87,13 @@ def authenticate(store: AuditStore, pepper: bytes, presented: str) -> Principal 
     if not hmac.compare_digest(digest, _digest(pepper, secret)) or revoked:
         return None
     return Principal(name, frozenset(roles.split(",")), key_id)
+
+
+def principal_of_key(store: AuditStore, key_id: str) -> Principal | None:
+    """The principal of an active key, by its id alone: a web session holds the id, never the secret,
+    and is looked up again on every page so that a revoked key or a changed role takes effect at once."""
+    with store.glancing() as connection:
+        row = connection.execute(
+            "SELECT p.name, p.roles FROM api_keys k JOIN principals p ON p.name = k.principal "
+            "WHERE k.key_id = ? AND k.revoked = 0", (key_id,)).fetchone()
+    return Principal(row[0], frozenset(row[1].split(",")), key_id) if row is not None else None

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from enclave import web
 from enclave.api import errors
 from enclave.api.deps import RateLimiter
 from enclave.api.observe import Observe
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (operations.router, researcher.router, steward.router, onboarding.router, auditor.router,
                    templates.router):
         app.include_router(router)
+    web.install(app, enclave)
     return app
 
 

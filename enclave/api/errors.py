@@ -14,13 +14,14 @@ from dataclasses import asdict
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from enclave.check.violations import Violation
 from enclave.intake.delivery import Problem
 from enclave.pipeline import QueryError
+from enclave.web.pages import error_page, is_page
 
 # code -> meaning, for errors of the HTTP edge itself; README.md documents each.
 API_CODES: dict[str, str] = {
@@ -83,24 +84,36 @@ def envelope(code: str, message: str, violations: Sequence[Violation] = (),
     return {"ok": False, "error": error}
 
 
+_TITLES = {400: "Refused", 401: "Sign in first", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
+           409: "Conflict", 413: "Too large", 422: "Invalid input", 429: "Too many requests", 500: "Something failed"}
+
+
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn every error into the envelope."""
+    """Register the handlers that turn every error into the envelope (a web page's into an HTML page that
+    says the same in words)."""
 
     @app.exception_handler(ApiError)
-    async def _api(request: Request, error: ApiError) -> JSONResponse:
+    async def _api(request: Request, error: ApiError) -> Response:
+        if is_page(request.url.path):
+            return error_page(request, error.status, _TITLES.get(error.status, "Refused"), error.message)
         headers = {"Retry-After": "1"} if error.status == 429 else None
         return JSONResponse(envelope(error.code, error.message, error.violations, error.problems), error.status,
                             headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, error: RequestValidationError) -> Response:
         where = "; ".join(".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg", ""))
                           for e in error.errors()[:5])
+        if is_page(request.url.path):
+            return error_page(request, 422, _TITLES[422], f"Some fields were not valid: {where}"[:500])
         return JSONResponse(envelope("invalid_request", f"Invalid request: {where}"[:500]), 422)
 
     @app.exception_handler(HTTPException)
-    async def _http(request: Request, error: HTTPException) -> JSONResponse:
+    async def _http(request: Request, error: HTTPException) -> Response:
         code = _STATUS_CODES.get(error.status_code, "invalid_request")
+        if is_page(request.url.path):
+            return error_page(request, error.status_code, _TITLES.get(error.status_code, "Refused"),
+                              API_CODES.get(code, "Request refused."))
         headers = dict(getattr(error, "headers", None) or {})
         if error.status_code == 405:  # every method the path takes, not only the first route's
             headers["Allow"] = ", ".join(_methods(app, request.url.path))
@@ -109,7 +122,9 @@ def install(app: FastAPI) -> None:
 
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, error: Exception) -> Response:
+        if is_page(request.url.path):
+            return error_page(request, 500, _TITLES[500], "An unexpected error occurred; nothing was released.")
         return JSONResponse(envelope("internal_error", "An unexpected error occurred; nothing was released."), 500)
 
 
