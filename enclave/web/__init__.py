@@ -14,8 +14,8 @@ from fastapi.staticfiles import StaticFiles
 
 from enclave.pipeline import Enclave
 from enclave.web import auditor, researcher, reviewer, signin, steward
-from enclave.web.pages import PageError, SignInFirst, error_page, to_sign_in
-from enclave.web.sessions import Sessions
+from enclave.web.pages import PageError, SignInFirst, error_page, render, to_sign_in
+from enclave.web.sessions import Sessions, SessionsUnavailable
 
 
 def install(app: FastAPI, enclave: Enclave) -> None:
@@ -33,3 +33,8 @@ def install(app: FastAPI, enclave: Enclave) -> None:
     @app.exception_handler(SignInFirst)
     async def _sign_in(request: Request, error: SignInFirst) -> Response:
         return to_sign_in(error.path)
+
+    @app.exception_handler(SessionsUnavailable)
+    async def _unavailable(request: Request, error: SessionsUnavailable) -> Response:
+        return render(request, "error.html", None, 503, title="Sign-in unavailable",
+                      message="Sessions cannot be checked for a moment. Please try again shortly.")

@@ -16,6 +16,8 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from hashlib import sha256
 from typing import Protocol
@@ -36,6 +38,10 @@ class Session:
 
 def _digest(session_id: str) -> str:
     return sha256(session_id.encode()).hexdigest()
+
+
+class SessionsUnavailable(Exception):
+    """The session store cannot be reached (Redis restarting): pages answer 503, and nobody is let in."""
 
 
 class _Backend(Protocol):
@@ -71,14 +77,25 @@ class _Redis:
         self._prefix = f"enclave:{namespace}:session:"
 
     def put(self, digest: str, session: Session, ttl: int) -> None:
-        self._redis.set(self._prefix + digest, json.dumps(asdict(session)), ex=ttl)
+        with _reached():
+            self._redis.set(self._prefix + digest, json.dumps(asdict(session)), ex=ttl)
 
     def get(self, digest: str) -> Session | None:
-        found = self._redis.get(self._prefix + digest)
+        with _reached():
+            found = self._redis.get(self._prefix + digest)
         return Session(**json.loads(found)) if found else None
 
     def delete(self, digest: str) -> None:
-        self._redis.delete(self._prefix + digest)
+        with _reached():
+            self._redis.delete(self._prefix + digest)
+
+
+@contextmanager
+def _reached() -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError:
+        raise SessionsUnavailable from None
 
 
 class Sessions:

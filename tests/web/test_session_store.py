@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from enclave.web import sessions as sessions_module
-from enclave.web.sessions import Sessions
+from enclave.web.sessions import Sessions, SessionsUnavailable
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -68,3 +68,11 @@ def test_redis_holds_digests_with_the_idle_ttl(redis_url: str) -> None:
     assert session_id.encode() not in client.get(keys[0])
     assert 0 < client.ttl(keys[0]) <= 60
     client.close()
+
+
+def test_an_unreachable_redis_lets_nobody_in() -> None:
+    store = Sessions(idle_seconds=60, max_seconds=600, redis_url="redis://127.0.0.1:9/0", namespace="gone")
+    with pytest.raises(SessionsUnavailable):
+        store.open("abcd", "alice")
+    with pytest.raises(SessionsUnavailable):
+        store.find("anything")
