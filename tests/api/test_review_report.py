@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from tests.api.conftest import assert_envelope
+from tests.api.test_template_flow import TEMPLATE as FLOW
 
-TEMPLATE = {
-    "title": "Enrollment by school for one grade",
-    "purpose": "How many children each school enrolls in a grade, for planning.",
-    "dataset": "demo",
-    "sql": "SELECT school, COUNT(*) AS n\nFROM enrollments\nWHERE grade = $grade GROUP BY school",
-    "parameters": [{"name": "grade", "type": "integer", "min": 0, "max": 12}],
-    "epsilon": 1.5,
-    "run_limit": 4,
-}
+# the template flow's, on three lines, with a per-run ε above the default and runs that could use up a grant
+TEMPLATE = {**FLOW, "sql": "SELECT school, COUNT(*) AS n\nFROM enrollments\nWHERE grade = $grade GROUP BY school",
+            "epsilon": 1.5, "run_limit": 4}
 
 
 def test_a_review_report_shows_slots_decisions_cost_and_warnings(service):
