@@ -107,7 +107,7 @@ async def check_or_run(request: Request, viewer: ResearcherForm, enclave: Enclav
 
 def _status_page(request: Request, viewer: Viewer, status: QueryStatus, code: int = 200) -> HTMLResponse:
     """An asynchronous query's state and progress; the page reloads itself until it is released or ends."""
-    response = render(request, "researcher/status.html", viewer, code, status=status)
+    response = render(request, "researcher/status.html", viewer, code, job=status)
     if status.state in ("queued", "executing", "protecting"):
         response.headers["Refresh"] = f"2; url=/researcher/queries/{status.query_id}"
     return response

@@ -111,3 +111,40 @@ def test_a_researcher_cannot_open_a_review_report(page: Page, service: Service) 
     assert response is not None
     assert response.status == 403
     assert "SELECT" not in page.content()
+
+
+def test_typed_forms_refused_values_csrf_and_revoke(page: Page, service: Service) -> None:
+    reviewer = service.client("reviewer")
+    schools = ["Alder Elementary", "Birch Elementary"]
+    by_school = _propose(service, title="Enrollment by grade for one school", run_limit=2,
+                         sql="SELECT grade, COUNT(*) AS n FROM enrollments WHERE school = $school GROUP BY grade",
+                         parameters=[{"name": "school", "type": "string", "choices": schools}])
+    by_grade = _propose(service, title="Enrollment by school for a grade, revocable")
+    for template_id in (by_school, by_grade):
+        assert reviewer.post(f"/v1/templates/{template_id}/approve", json={"reason": "fine"}).status_code == 200
+    sign_in(page, service, "alice", "/researcher/templates")
+    school = page.locator(f"#t{by_school}-school")
+    expect(school.locator("option")).to_have_text(schools)
+    assert school.evaluate("e => e.tagName") == "SELECT"
+    assert_accessible(page)
+
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    assert csrf
+    # past the browser's own min and max: the route refuses it, and the form says why
+    refused = page.request.post(f"/researcher/templates/{by_grade}/run", form={"csrf": csrf, "p_grade": "13"})
+    assert refused.status == 422
+    assert '<p class="problem" role="alert">grade must be at least 0 and at most 12</p>' in refused.text()
+    forged = page.request.post("/researcher/query", form={"sql": "SELECT COUNT(*) AS n FROM children",
+                                                          "dataset": "demo", "action": "run"})
+    assert forged.status == 403
+    assert "Form refused" in forged.text()
+
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, service, "reviewer", f"/reviewer/templates/{by_grade}")
+    _decide(page, "revoke", "replaced by a template over a range of grades")
+    expect(page.get_by_role("status").first).to_have_text(re.compile("^Revoked"))
+    expect(page.locator(".status")).to_have_text("revoked")
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, service, "alice", "/researcher/templates")
+    expect(page.get_by_role("heading", name="Enrollment by grade for one school")).to_be_visible()
+    expect(page.get_by_role("heading", name="Enrollment by school for a grade, revocable")).to_have_count(0)
