@@ -75,10 +75,6 @@ class Chart:
     bars: list[Bar]
     ticks: list[tuple[float, str]]
 
-    @property
-    def drawn(self) -> list[Bar]:
-        return [bar for bar in self.bars if bar.width or bar.low_x != bar.high_x]
-
 
 WIDTH, LABEL_WIDTH, ROW, TOP = 760, 230, 24, 8
 

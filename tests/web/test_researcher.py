@@ -7,6 +7,8 @@ import re
 
 from playwright.sync_api import Page, expect
 
+from enclave.disclosure.release import Cell, Release, ReleaseColumn
+from enclave.web.display import Mark, charts, marked_lines
 from tests.api.conftest import Service
 from tests.web.browser import assert_accessible, screenshot
 from tests.web.conftest import sign_in
@@ -170,3 +172,23 @@ def test_a_refused_run_keeps_the_sql_and_spends_nothing(page: Page, service: Ser
     expect(page.get_by_label("SQL", exact=True)).to_have_value(BAD)
     page.goto("/researcher")
     expect(page.locator("table tbody tr td").nth(1)).to_have_text("5")
+
+
+def test_marks_merge_on_one_token_and_stay_on_their_line() -> None:
+    lines = marked_lines("SELECT a,\n  AVG(b)", [Mark(2, 7, 1, "x"), Mark(2, 7, 1, "y"), Mark(9, 1, 3, "z")])
+    assert [[(s.text, s.marked) for s in line] for line in lines] == [
+        [("SELECT a,", False)], [("  AVG(", False), ("b", True), (")", False)]]
+
+
+def test_a_chart_draws_no_bar_for_a_suppressed_group() -> None:
+    cells = [[Cell(value="a"), Cell(value=40, interval=(30.0, 50.0), mechanism="discrete_laplace", scale=4.0)],
+             [Cell(value="b"), Cell(value=None, suppressed=True, reason="fewer than 11 persons (noisy count)")]]
+    release = Release(query_id="q", dataset="demo", data_version="v1", rules_sha256="0", epsilon=1, delta=0,
+                      alpha=0.05, suppression_threshold=11, rows=cells,
+                      columns=[ReleaseColumn(name="k", kind="key"), ReleaseColumn(name="n", kind="count")])
+    (chart,) = charts(release)
+    drawn, hidden = chart.bars
+    assert (drawn.label, hidden.label) == ("a", "b")
+    assert drawn.x == chart.plot_left  # from 0, the left end of the axis
+    assert drawn.low_x < drawn.x + drawn.width < drawn.high_x == chart.plot_right
+    assert (hidden.width, hidden.low_x, hidden.high_x) == (0, 0, 0)
