@@ -109,13 +109,12 @@ def charts(release: Release) -> list[Chart]:
         for position, (row, cell) in enumerate(zip(release.rows, cells, strict=True)):
             label = ", ".join("(none)" if row[k].value is None else str(row[k].value) for k in keys) or "all"
             y = TOP + position * ROW
-            bar = Bar(label, y + 5, y + ROW / 2 + 4, cell)
+            drawn: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # no bar
             if _shown(cell):
                 value = float(cell.value)  # type: ignore[arg-type]
-                interval = cell.interval or (value, value)
-                bar = Bar(label, y + 5, y + ROW / 2 + 4, cell, min(x(0), x(value)), abs(x(value) - x(0)),
-                          x(interval[0]), x(interval[1]))
-            bars.append(bar)
+                low_end, high_end = cell.interval or (value, value)
+                drawn = (min(x(0), x(value)), abs(x(value) - x(0)), x(low_end), x(high_end))
+            bars.append(Bar(label, y + 5, y + ROW / 2 + 4, cell, *drawn))
         axis = TOP + len(cells) * ROW + 4
         ticks = sorted({(x(v), f"{v:g}") for v in (low, 0.0, high)})
         out.append(Chart(column.name, WIDTH, int(axis + 24), left, right, axis, bars, ticks))

@@ -18,7 +18,7 @@ from enclave.api.deps import EnclaveDep, JobsDep
 from enclave.api.errors import ApiError
 from enclave.api.routes import researcher as api
 from enclave.api.routes import templates as templates_api
-from enclave.api.schemas import BudgetOut, CheckOut, QueryIn, QueryStatus
+from enclave.api.schemas import BudgetOut, CheckOut, DatasetSummary, QueryIn, QueryStatus
 from enclave.check.violations import Violation
 from enclave.disclosure.release import Release
 from enclave.pipeline import Enclave
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/researcher", include_in_schema=False)
 EXAMPLE = "SELECT school, COUNT(*) AS n, AVG(days_absent) AS absent\nFROM enrollments\nGROUP BY school"
 
 
-def _granted(enclave: Enclave, viewer: Viewer) -> tuple[list, list[BudgetOut]]:
+def _granted(enclave: Enclave, viewer: Viewer) -> tuple[list[DatasetSummary], list[BudgetOut]]:
     """The datasets the viewer holds a grant on (their public metadata), and the grants' budgets."""
     budgets = api.get_budget(enclave, viewer.principal)
     names = {b.dataset for b in budgets}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Annotated, Literal
 
@@ -122,17 +123,17 @@ def list_templates(enclave: EnclaveDep, principal: Annotated[Principal, Depends(
         return [_out(t) for t in workflow.listing(tx) if _visible(t, principal)]
 
 
-def _last_events(enclave: Enclave, templates: list[workflow.Template]) -> dict[int, TemplateEvent]:
+def _last_events(enclave: Enclave, template_id: int | None = None) -> dict[int, TemplateEvent]:
+    """Each template's latest audit record (the one its `seq` names), or one template's, in one statement."""
+    sql = "SELECT t.id, e.record FROM templates t JOIN events e ON e.seq = t.seq"
     with enclave.audit.reading() as connection:
-        seqs = {t.id: connection.execute("SELECT seq FROM templates WHERE id = ?", (t.id,)).fetchone()[0]
-                for t in templates}
+        rows = connection.execute(sql + " WHERE t.id = ?", (template_id,)).fetchall() if template_id is not None \
+            else connection.execute(sql).fetchall()
     out = {}
-    for template_id, seq in seqs.items():
-        found = enclave.audit.records(seq, seq) if seq else []
-        if found:
-            record = found[0]
-            out[template_id] = TemplateEvent(seq=seq, event=str(record["event"]), actor=str(record["actor"]),
-                                             time=str(record["time"]), reasons=list(record["reasons"]))  # type: ignore[call-overload]
+    for found, text in rows:
+        record = json.loads(text)
+        out[found] = TemplateEvent(seq=record["seq"], event=record["event"], actor=record["actor"],
+                                   time=record["time"], reasons=record["reasons"])
     return out
 
 
@@ -141,7 +142,7 @@ def list_reviews(enclave: EnclaveDep, principal: Reviewer) -> list[TemplateListe
     """Every template with its latest audit record (reviewers): the queue and the decided ones."""
     with enclave.audit.transaction() as tx:
         templates = workflow.listing(tx)
-    events = _last_events(enclave, templates)
+    events = _last_events(enclave)
     return [TemplateListed(**_out(t).model_dump(), last_event=events.get(t.id)) for t in templates]
 
 
@@ -160,7 +161,7 @@ def get_review(template_id: TemplateId, enclave: EnclaveDep, principal: Reviewer
     quantities = [QuantityOut(column=q.column, mechanism=q.mechanism, sensitivity=q.sensitivity, scale=q.scale,
                               epsilon=q.epsilon, accuracy=q.accuracy) for q in (plan.quantities if plan else ())]
     return TemplateReview(
-        **_out(template).model_dump(), last_event=_last_events(enclave, [template]).get(template.id),
+        **_out(template).model_dump(), last_event=_last_events(enclave, template.id).get(template.id),
         accepted=built.accepted, slots=[SlotOut(**vars(s)) for s in built.slots], violations=built.violations,
         decisions=[DecisionOut(**vars(d)) for d in built.decisions], rewritten_sql=built.rewritten_sql,
         tables=built.tables, epsilon_per_run=spec.epsilon, delta_per_run=plan.delta if plan else None,
