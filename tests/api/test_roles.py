@@ -36,6 +36,8 @@ TEMPLATE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/templates"): frozenset({"researcher", "steward"}),
     ("GET", "/v1/templates"): frozenset(ROLES),
     ("GET", "/v1/templates/{template_id}"): frozenset(ROLES),
+    ("GET", "/v1/templates/reviews"): frozenset({"reviewer"}),
+    ("GET", "/v1/templates/{template_id}/review"): frozenset({"reviewer"}),
     ("POST", "/v1/templates/{template_id}/approve"): frozenset({"reviewer"}),
     ("POST", "/v1/templates/{template_id}/reject"): frozenset({"reviewer"}),
     ("POST", "/v1/templates/{template_id}/revoke"): frozenset({"reviewer"}),
@@ -167,6 +169,9 @@ CALLS: dict[tuple[str, str], Call] = {
     ("GET", "/v1/templates"): Call(200, _none),
     ("GET", "/v1/templates/{template_id}"): Call(200, lambda w, c: ({"template_id": str(w.approved_template)},
                                                                     None)),
+    ("GET", "/v1/templates/reviews"): Call(200, _none),
+    ("GET", "/v1/templates/{template_id}/review"): Call(200, lambda w, c: (
+        {"template_id": str(w.approved_template)}, None)),
     ("POST", "/v1/templates/{template_id}/approve"): Call(200, lambda w, c: (
         {"template_id": str(w.propose())}, {"reason": "looks right"})),
     ("POST", "/v1/templates/{template_id}/reject"): Call(200, lambda w, c: (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Annotated, Literal
 
@@ -12,10 +13,12 @@ from enclave.access.keys import Principal
 from enclave.api.answers import answered
 from enclave.api.deps import EnclaveDep, Researcher, Reviewer, current_principal
 from enclave.api.errors import ApiError, refused
-from enclave.api.schemas import ReasonIn
+from enclave.api.schemas import QuantityOut, ReasonIn
+from enclave.budget.ledger import EPSILON_UNIT
+from enclave.check.violations import Violation
 from enclave.disclosure.release import Release
-from enclave.pipeline import QueryError, UnknownDataset
-from enclave.templates import workflow
+from enclave.pipeline import Enclave, QueryError, UnknownDataset
+from enclave.templates import review, workflow
 from enclave.templates.model import TemplateSpec, Value
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
@@ -32,6 +35,58 @@ class TemplateOut(BaseModel):
 
 class RunIn(BaseModel):
     parameters: dict[str, Value] = Field(default_factory=dict)
+
+
+class TemplateEvent(BaseModel):
+    """The latest audit record of a template: its proposal, an approval or its decision."""
+
+    seq: int
+    event: str
+    actor: str
+    time: str
+    reasons: list[str]
+
+
+class TemplateListed(TemplateOut):
+    last_event: TemplateEvent | None
+
+
+class SlotOut(BaseModel):
+    name: str
+    line: int
+    col: int
+    text: str
+
+
+class DecisionOut(BaseModel):
+    subject: str
+    decision: str
+    rule: str
+
+
+class WarningOut(BaseModel):
+    code: Literal["epsilon_above_default", "total_above_grant_cap", "narrow_filter", "noisy_group_selection"]
+    message: str
+
+
+class TemplateReview(TemplateListed):
+    """What a reviewer decides on (enclave.templates.review): the check, each decision's rule, the SQL that
+    will execute (its keyed salt hidden), what it touches, its cost, and where a setting weakens protection."""
+
+    accepted: bool
+    slots: list[SlotOut]
+    violations: list[Violation]
+    decisions: list[DecisionOut]
+    rewritten_sql: str | None
+    tables: dict[str, list[str]]
+    epsilon_per_run: float
+    delta_per_run: float | None
+    run_limit: int
+    epsilon_total: float
+    worst_case_rows: int | None
+    deadline_seconds: float | None
+    quantities: list[QuantityOut]
+    warnings: list[WarningOut]
 
 
 def _out(template: workflow.Template) -> TemplateOut:
@@ -68,6 +123,53 @@ def list_templates(enclave: EnclaveDep, principal: Annotated[Principal, Depends(
         return [_out(t) for t in workflow.listing(tx) if _visible(t, principal)]
 
 
+def _last_events(enclave: Enclave, template_id: int | None = None) -> dict[int, TemplateEvent]:
+    """Each template's latest audit record (the one its `seq` names), or one template's, in one statement."""
+    sql = "SELECT t.id, e.record FROM templates t JOIN events e ON e.seq = t.seq"
+    with enclave.audit.reading() as connection:
+        rows = connection.execute(sql + " WHERE t.id = ?", (template_id,)).fetchall() if template_id is not None \
+            else connection.execute(sql).fetchall()
+    out = {}
+    for found, text in rows:
+        record = json.loads(text)
+        out[found] = TemplateEvent(seq=record["seq"], event=record["event"], actor=record["actor"],
+                                   time=record["time"], reasons=record["reasons"])
+    return out
+
+
+@router.get("/reviews", operation_id="templates-list-reviews", response_model=list[TemplateListed])
+def list_reviews(enclave: EnclaveDep, principal: Reviewer) -> list[TemplateListed]:
+    """Every template with its latest audit record (reviewers): the queue and the decided ones."""
+    with enclave.audit.transaction() as tx:
+        templates = workflow.listing(tx)
+    events = _last_events(enclave)
+    return [TemplateListed(**_out(t).model_dump(), last_event=events.get(t.id)) for t in templates]
+
+
+@router.get("/{template_id}/review", operation_id="templates-get-review", response_model=TemplateReview)
+def get_review(template_id: TemplateId, enclave: EnclaveDep, principal: Reviewer) -> TemplateReview:
+    """A template's review report (reviewers), checked now against the current rules and data version."""
+    with enclave.audit.transaction() as tx:
+        template = workflow.find(tx.connection, template_id)
+        cap = tx.connection.execute("SELECT max(epsilon_cap) FROM grants WHERE dataset = ? AND revoked = 0",
+                                    (template.spec.dataset if template else "",)).fetchone()[0]
+    if template is None:
+        raise ApiError(404, "not_found", "No such template.")
+    spec = template.spec
+    built = review.report(enclave, spec, cap / EPSILON_UNIT if cap is not None else None)
+    plan = built.plan
+    quantities = [QuantityOut(column=q.column, mechanism=q.mechanism, sensitivity=q.sensitivity, scale=q.scale,
+                              epsilon=q.epsilon, accuracy=q.accuracy) for q in (plan.quantities if plan else ())]
+    return TemplateReview(
+        **_out(template).model_dump(), last_event=_last_events(enclave, template.id).get(template.id),
+        accepted=built.accepted, slots=[SlotOut(**vars(s)) for s in built.slots], violations=built.violations,
+        decisions=[DecisionOut(**vars(d)) for d in built.decisions], rewritten_sql=built.rewritten_sql,
+        tables=built.tables, epsilon_per_run=spec.epsilon, delta_per_run=plan.delta if plan else None,
+        run_limit=spec.run_limit, epsilon_total=spec.epsilon * spec.run_limit, worst_case_rows=built.worst_case_rows,
+        deadline_seconds=built.deadline_seconds, quantities=quantities,
+        warnings=[WarningOut(code=w.code, message=w.message) for w in built.warnings])  # type: ignore[arg-type]
+
+
 @router.get("/{template_id}", operation_id="templates-get", response_model=TemplateOut)
 def get_template(template_id: TemplateId, enclave: EnclaveDep,
                  principal: Annotated[Principal, Depends(current_principal)]) -> TemplateOut:
@@ -88,8 +190,10 @@ def _review(action: Literal["approve", "reject", "revoke"]) -> Callable[..., Tem
     return handler
 
 
-for _action in ("approve", "reject", "revoke"):
-    router.add_api_route(f"/{{template_id}}/{_action}", _review(_action), methods=["POST"],  # type: ignore[arg-type]
+# the review routes' functions by action (the reviewer's pages call them too)
+REVIEWS = {action: _review(action) for action in ("approve", "reject", "revoke")}
+for _action, _handler in REVIEWS.items():
+    router.add_api_route(f"/{{template_id}}/{_action}", _handler, methods=["POST"],  # type: ignore[arg-type]
                          operation_id=f"templates-{_action}", response_model=TemplateOut,
                          summary=f"{_action.capitalize()} a template (reviewer), with a reason")
 
