@@ -12,6 +12,7 @@ counted here and given to stewards only by `GET /v1/datasets/{d}/quality`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -43,6 +44,9 @@ def utc(moment: object) -> str:
 
 
 TEMPLATES.env.filters["utc"] = utc
+
+
+Done = Annotated[str | None, Query(max_length=20)]  # a code of DONE
 
 
 def _enclave(request: Request) -> Enclave:
@@ -87,8 +91,7 @@ def _principals(request: Request, viewer: Viewer, status: int = 200, **context: 
 
 
 @router.get("/principals")
-def principals(request: Request, viewer: StewardPage,
-               done: Annotated[str | None, Query(max_length=20)] = None) -> HTMLResponse:
+def principals(request: Request, viewer: StewardPage, done: Done = None) -> HTMLResponse:
     return _principals(request, viewer, notice=_done(done))
 
 
@@ -139,9 +142,19 @@ def _grants(request: Request, viewer: Viewer, status: int = 200, **context: Any)
                   researchers=researchers, datasets=sorted(enclave.manifests), **context)
 
 
+def _changed_grants(request: Request, viewer: Viewer, change: Callable[[], None], what: str, done: str) -> Response:
+    """Make a change through the API's route; back to the grants page, or the page again with the refusal."""
+    try:
+        change()
+    except ValidationError as error:
+        return _grants(request, viewer, 422, problem=f"The grant was not {what}: {_problem(error)}")
+    except ApiError as error:
+        return _grants(request, viewer, error.status, problem=f"The grant was not {what}: {error.message}")
+    return _back("/steward/grants", done)
+
+
 @router.get("/grants")
-def grants(request: Request, viewer: StewardPage,
-           done: Annotated[str | None, Query(max_length=20)] = None) -> HTMLResponse:
+def grants(request: Request, viewer: StewardPage, done: Done = None) -> HTMLResponse:
     return _grants(request, viewer, notice=_done(done))
 
 
@@ -152,17 +165,14 @@ def create_grant(request: Request, viewer: StewardForm, researcher: Annotated[st
                  epsilon_cap: Annotated[str, Form(max_length=40)] = "",
                  delta_cap: Annotated[str, Form(max_length=40)] = "",
                  templates_only: Annotated[str, Form(max_length=10)] = "") -> Response:
-    try:
+    def change() -> None:
         body = GrantIn.model_validate({
             "researcher": researcher, "dataset": dataset, "purpose": purpose.strip(), "starts": starts or None,
             "expires": expires or None, "epsilon_cap": epsilon_cap, "delta_cap": delta_cap or "0",
             "adhoc": not templates_only})
         steward.create_grant(body, _enclave(request), viewer.principal)
-    except ValidationError as error:
-        return _grants(request, viewer, 422, problem=f"The grant was not created: {_problem(error)}")
-    except ApiError as error:
-        return _grants(request, viewer, error.status, problem=f"The grant was not created: {error.message}")
-    return _back("/steward/grants", "granted")
+
+    return _changed_grants(request, viewer, change, "created", "granted")
 
 
 @router.post("/grants/revoke")
@@ -170,13 +180,11 @@ def revoke_grant(request: Request, viewer: StewardForm, grant: Annotated[str, Fo
                  reason: Annotated[str, Form(max_length=600)] = "") -> Response:
     """`grant` is `researcher|dataset` as the page's choice of grants gives it."""
     researcher, _, dataset = grant.rpartition("|")
-    try:
+
+    def change() -> None:
         steward.delete_grant(researcher, dataset, ReasonIn(reason=reason.strip()), _enclave(request), viewer.principal)
-    except ValidationError as error:
-        return _grants(request, viewer, 422, problem=f"The grant was not revoked: {_problem(error)}")
-    except ApiError as error:
-        return _grants(request, viewer, error.status, problem=f"The grant was not revoked: {error.message}")
-    return _back("/steward/grants", "revoked-grant")
+
+    return _changed_grants(request, viewer, change, "revoked", "revoked-grant")
 
 
 # -- datasets built from deliveries ------------------------------------------------------------------------
