@@ -158,7 +158,7 @@ def chart(grant: GrantHistory, now: datetime) -> Chart:
     label = (f"ε spent by {grant.researcher} on {grant.dataset} over time: {spent:g}{cap}, in "
              f"{len(grant.charges)} charges, from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
     return Chart(grant, " ".join(steps), y(grant.epsilon_cap) if grant.epsilon_cap is not None else None,
-                 f"{top:g}", f"{start:%Y-%m-%d %H:%M}", f"{end:%Y-%m-%d %H:%M}", label)
+                 f"{top:g}", f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}", label)
 
 
 @router.get("/budget")
