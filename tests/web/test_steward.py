@@ -9,6 +9,7 @@ import io
 import re
 
 import httpx
+import pytest
 from playwright.sync_api import Page, expect
 
 from enclave.catalog.demo import DemoData
@@ -37,7 +38,8 @@ def test_the_stewards_home_sums_up_access_and_datasets(page: Page, service: Serv
     screenshot(page, "steward-home")
 
 
-def test_a_steward_issues_a_key_shown_once_that_works_and_is_gone_on_reload(page: Page, service: Service) -> None:
+def test_a_steward_issues_a_key_shown_once_that_works_and_is_gone_on_reload(page: Page, service: Service,
+                                                                          capfd: pytest.CaptureFixture[str]) -> None:
     sign_in(page, service, "steward", "/steward/principals")
     page.get_by_label("Name (letters, digits and . _ @ -)").fill("dora")
     page.get_by_label("researcher").check()
@@ -62,6 +64,9 @@ def test_a_steward_issues_a_key_shown_once_that_works_and_is_gone_on_reload(page
     assert works.status_code == 200, works.text
     sessions = service.app.state.sessions._backend._sessions  # the memory store: what the server keeps
     assert key.split("_")[2] not in repr(sessions)
+    logged = capfd.readouterr()
+    assert "route=/steward/principals/{name}/keys status=201" in logged.err  # the request log, captured
+    assert key.split("_")[2] not in logged.out + logged.err
 
     page.reload()  # the post is sent again: nothing is issued, nothing shown
     expect(page.get_by_role("alert")).to_contain_text("A key was already issued to dora from this form")
