@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, Field
 
 from enclave.api.deps import Auditor, EnclaveDep
 from enclave.api.errors import TEXT_ROUTE_ERRORS, ApiError
@@ -15,6 +16,7 @@ from enclave.api.schemas import EventsOut, ProofOut, VerifyOut
 from enclave.audit.signing import load_public_key
 from enclave.audit.state import differences
 from enclave.audit.verify import verify_lines
+from enclave.budget.ledger import DELTA_UNIT, EPSILON_UNIT
 
 router = APIRouter(prefix="/v1/audit", tags=["auditor"])
 
@@ -98,3 +100,65 @@ def list_checkpoints(enclave: EnclaveDep, principal: Auditor) -> list[dict[str, 
             responses={200: {"content": {"application/x-pem-file": {}}}, **TEXT_ROUTE_ERRORS})
 def public_key(enclave: EnclaveDep, principal: Auditor) -> PlainTextResponse:
     return PlainTextResponse(enclave.public_key_path.read_text(), media_type="application/x-pem-file")
+
+
+class ChargePoint(BaseModel):
+    seq: int = Field(description="The `query.charged` record.")
+    time: str
+    epsilon: float
+    delta: float
+    epsilon_total: float = Field(description="ε spent on the grant up to and including this charge.")
+    delta_total: float
+
+
+class GrantHistory(BaseModel):
+    """One grant's spending over time, from the log alone: its caps as last granted, and every charge."""
+
+    researcher: str
+    dataset: str
+    epsilon_cap: float | None = Field(description="As its latest `grant.created` set it (null if the log holds "
+                                      "charges but no grant, which `verify` would report).")
+    delta_cap: float | None
+    granted: str | None = Field(description="When it was first granted.")
+    revoked: str | None = Field(None, description="When it was last revoked, unless granted again since.")
+    charges: list[ChargePoint]
+
+
+@router.get("/budget-history", operation_id="auditor-budget-history", response_model=list[GrantHistory])
+def budget_history(enclave: EnclaveDep, principal: Auditor, researcher: str | None = None,
+                   dataset: str | None = None) -> list[GrantHistory]:
+    """Each grant's ε and δ spent over time, rebuilt from the log's `grant.created`, `grant.revoked` and
+    `query.charged` records (read a page at a time), by researcher and dataset."""
+    grants: dict[tuple[str, str], dict[str, object]] = {}
+    spent: dict[tuple[str, str], list[int]] = {}
+    after = 0
+    while page := enclave.audit.records(after + 1, limit=enclave.audit.page):
+        after = int(page[-1]["seq"])  # type: ignore[call-overload]
+        for record in page:
+            event = record["event"]
+            if event not in ("grant.created", "grant.revoked", "query.charged"):
+                continue
+            key = (str(record["researcher"] if event != "query.charged" else record["actor"]), str(record["dataset"]))
+            if (researcher is not None and key[0] != researcher) or (dataset is not None and key[1] != dataset):
+                continue
+            entry = grants.setdefault(key, {"researcher": key[0], "dataset": key[1], "epsilon_cap": None,
+                                            "delta_cap": None, "granted": None, "revoked": None, "charges": []})
+            if event == "grant.created":
+                entry.update(epsilon_cap=record["epsilon_cap_units"] / EPSILON_UNIT,  # type: ignore[operator]
+                             delta_cap=record["delta_cap_units"] / DELTA_UNIT,  # type: ignore[operator]
+                             granted=entry["granted"] or record["time"], revoked=None)
+            elif event == "grant.revoked":
+                entry["revoked"] = record["time"]
+            else:
+                charge = record["charge"]
+                totals = spent.setdefault(key, [0, 0])
+                totals[0] += int(charge["epsilon_units"])  # type: ignore[index]
+                totals[1] += int(charge["delta_units"])  # type: ignore[index]
+                entry["charges"].append(ChargePoint(  # type: ignore[attr-defined]
+                    seq=int(record["seq"]), time=str(record["time"]),  # type: ignore[call-overload]
+                    epsilon=int(charge["epsilon_units"]) / EPSILON_UNIT,  # type: ignore[index]
+                    delta=int(charge["delta_units"]) / DELTA_UNIT,  # type: ignore[index]
+                    epsilon_total=totals[0] / EPSILON_UNIT, delta_total=totals[1] / DELTA_UNIT))
+        if len(page) < enclave.audit.page:
+            break
+    return [GrantHistory.model_validate(grants[key]) for key in sorted(grants)]

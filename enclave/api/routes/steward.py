@@ -1,16 +1,97 @@
-"""Steward routes: principals, API keys and grants. Every decision is an audit event."""
+"""Steward routes: principals, API keys and grants. Every decision is an audit event.
+
+The lists (`GET /v1/principals`, `GET /v1/grants`) are what the steward's pages show: a key by its id,
+when it was issued and whether it is revoked (never its secret or digest), a grant with its caps and the
+ε and δ its charges have used.
+"""
 
 from __future__ import annotations
 
+from datetime import date
+
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 from enclave.access.keys import ensure_principal, issue_key, revoke_key
 from enclave.api.deps import EnclaveDep, Steward
 from enclave.api.errors import ApiError
 from enclave.api.schemas import Done, GrantIn, KeyIn, KeyOut, PrincipalIn, ReasonIn
-from enclave.budget.ledger import grant, revoke_grant
+from enclave.budget.ledger import DELTA_UNIT, EPSILON_UNIT, Grant, grant, revoke_grant, today
 
 router = APIRouter(prefix="/v1", tags=["steward"])
+
+
+class KeyInfo(BaseModel):
+    """An API key as a steward sees it: its id and history, never its secret or digest."""
+
+    key_id: str
+    issued: str = Field(description="When it was issued (UTC, ISO 8601), from its `key.issued` record.")
+    issued_seq: int = Field(description="The audit record that issued it.")
+    revoked: bool
+
+
+class PrincipalOut(BaseModel):
+    name: str
+    roles: list[str]
+    keys: list[KeyInfo]
+
+
+class GrantOut(BaseModel):
+    researcher: str
+    dataset: str
+    purpose: str
+    starts: date | None
+    expires: date | None
+    adhoc: bool = Field(description="Ad-hoc SQL allowed; false: approved templates only.")
+    revoked: bool
+    active: bool = Field(description="Usable today: not revoked, started and not expired.")
+    epsilon_cap: float
+    delta_cap: float
+    epsilon_used: float
+    delta_used: float
+    epsilon_left: float
+    delta_left: float
+    granted_seq: int = Field(description="The audit record of its latest `grant.created`.")
+
+
+@router.get("/principals", operation_id="steward-list-principals", response_model=list[PrincipalOut])
+def list_principals(enclave: EnclaveDep, principal: Steward) -> list[PrincipalOut]:
+    """Every principal with its roles and keys (id, when issued, revoked or not), by name."""
+    with enclave.audit.reading() as connection:
+        people = connection.execute("SELECT name, roles FROM principals ORDER BY name").fetchall()
+        keys = connection.execute("SELECT key_id, principal, revoked, seq FROM api_keys ORDER BY seq").fetchall()
+    issued = enclave.audit.records_at(seq for _, _, _, seq in keys)
+    held: dict[str, list[KeyInfo]] = {}
+    for key_id, name, revoked, seq in keys:
+        held.setdefault(name, []).append(KeyInfo(key_id=key_id, issued=str(issued.get(seq, {}).get("time", "")),
+                                                 issued_seq=seq, revoked=bool(revoked)))
+    return [PrincipalOut(name=name, roles=sorted(roles.split(",")), keys=held.get(name, [])) for name, roles in people]
+
+
+@router.get("/grants", operation_id="steward-list-grants", response_model=list[GrantOut])
+def list_grants(enclave: EnclaveDep, principal: Steward) -> list[GrantOut]:
+    """Every grant (revoked ones too) with its caps and the ε and δ used and left, by researcher and dataset."""
+    with enclave.audit.reading() as connection:
+        rows = connection.execute(
+            "SELECT g.researcher, g.dataset, g.purpose, g.starts, g.expires, g.adhoc, g.revoked, g.epsilon_cap, "
+            "g.delta_cap, CAST(coalesce(sum(c.epsilon), 0) AS BIGINT), CAST(coalesce(sum(c.delta), 0) AS BIGINT), "
+            "g.seq FROM grants g LEFT JOIN charges c ON c.researcher = g.researcher AND c.dataset = g.dataset "
+            "GROUP BY g.researcher, g.dataset, g.purpose, g.starts, g.expires, g.adhoc, g.revoked, g.epsilon_cap, "
+            "g.delta_cap, g.seq ORDER BY g.researcher, g.dataset").fetchall()
+    found, day = [], today()
+    for researcher, dataset, purpose, starts, expires, adhoc, revoked, e_cap, d_cap, e_used, d_used, seq in rows:
+        held = Grant(researcher, dataset, purpose, date.fromisoformat(starts) if starts else None,
+                     date.fromisoformat(expires) if expires else None, e_cap / EPSILON_UNIT, d_cap / DELTA_UNIT,
+                     bool(adhoc), bool(revoked))
+        found.append(GrantOut(
+            researcher=researcher, dataset=dataset, purpose=purpose, starts=held.starts, expires=held.expires,
+            adhoc=held.adhoc, revoked=held.revoked, active=held.refusal(day) is None, epsilon_cap=held.epsilon_cap,
+            delta_cap=held.delta_cap,
+            epsilon_used=int(e_used) / EPSILON_UNIT, delta_used=int(d_used) / DELTA_UNIT,
+            epsilon_left=max(e_cap - int(e_used), 0) / EPSILON_UNIT,
+            delta_left=max(d_cap - int(d_used), 0) / DELTA_UNIT,
+            granted_seq=seq))
+    return found
 
 
 @router.post("/principals", operation_id="steward-create-principal", response_model=Done)
