@@ -226,6 +226,7 @@ class Template:
     parameters: tuple[Parameter, ...]
     epsilon: float
     run_limit: int
+    raw: JSON = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: JSON) -> Template:
@@ -234,7 +235,8 @@ class Template:
                                      tuple(p["choices"]) if p.get("choices") is not None else None,
                                      p.get("description", "")) for p in spec.get("parameters", ()))
         return cls(data["id"], data["status"], data["proposer"], tuple(data["approvals"]), spec["title"],
-                   spec["purpose"], spec["dataset"], spec["sql"], parameters, spec["epsilon"], spec["run_limit"])
+                   spec["purpose"], spec["dataset"], spec["sql"], parameters, spec["epsilon"], spec["run_limit"],
+                   data)
 
 
 @dataclass(frozen=True)
