@@ -73,12 +73,11 @@ def run(enclave: Enclave, args: argparse.Namespace) -> int:
     base = f"http://127.0.0.1:{args.port}"
     print("\n" + sign_in_block(base, keys))
     body = json.dumps({"dataset": "demo", "sql": " ".join(DEMO_QUERIES[0][1].split())})
-    auth = f"-H 'Authorization: Bearer {keys['researcher']}'"
-    print(f"\nthe API:  curl -s {auth} {base}/v1/budget\n"
-          f"          curl -s {auth} -H 'Content-Type: application/json' -d '{body}' {base}/v1/queries\n"
-          f"from Python (docs/client.md):  ENCLAVE_URL={base} ENCLAVE_TOKEN={keys['researcher']} python3 -c "
-          "'from enclave.client import Enclave; print(Enclave().budget())'\n"
-          f"the command:  ENCLAVE_URL={base} ENCLAVE_TOKEN={keys['researcher']} enclave budget\n"
+    print(f"\nas the researcher from a shell: export ENCLAVE_URL={base} ENCLAVE_TOKEN={keys['researcher']}\n"
+          "  then: enclave budget, enclave check ..., enclave query ... (remote), or Python: docs/client.md\n"
+          f"  curl -s -H \"Authorization: Bearer $ENCLAVE_TOKEN\" $ENCLAVE_URL/v1/budget\n"
+          f"  curl -s -H \"Authorization: Bearer $ENCLAVE_TOKEN\" -H 'Content-Type: application/json' -d '{body}' "
+          "$ENCLAVE_URL/v1/queries\n"
           f"OpenAPI docs: {base}/docs")
     if args.no_serve:
         return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from enclave.access.keys import Principal
 from enclave.api.routes.researcher import get_budget
@@ -14,6 +15,7 @@ from enclave.client import Budget, CheckReport, InvalidRequest, QueryRejected, R
 from enclave.commands.output import emit, print_check, print_refusal, print_release, wants_json
 from enclave.commands.tables import budget_table, parameters_of, templates_table
 from enclave.disclosure.plan import PlanError
+from enclave.disclosure.release import Release
 from enclave.pipeline import DEMO_RESEARCHER, Enclave, QueryError, plan_summary
 from enclave.templates import workflow
 
@@ -50,10 +52,10 @@ def check(enclave: Enclave, args: argparse.Namespace) -> int:
     return print_check(CheckReport.from_json(payload, sql), args.json)
 
 
-def released(run: object, sql: str, fmt: str) -> int:
+def released(run: Callable[[], Release], sql: str, fmt: str) -> int:
     """Print what `run()` released, or its refusal (both are in the audit log)."""
     try:
-        release = run()  # type: ignore[operator]
+        release = run()
     except QueryError as error:
         print_refusal(_rejected(error, sql), fmt == "json")
         return 1
