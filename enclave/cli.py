@@ -87,7 +87,8 @@ def _research(commands: argparse._SubParsersAction) -> None:
                      "suppression threshold is '*' (null in JSON).\n" + REMOTE_HELP, "research:query", "research",
                      json_flag=False, parents=(remote,))
     _sql(query, "spends")
-    query.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    query.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                       help="table for people (default); json, the API's release; csv, value, interval, suppressed")
     query.add_argument("--json", dest="format", action="store_const", const="json", help="the same as --format json")
     query.add_argument("--timeout", type=float, help="seconds to wait for a remote answer (default: until it comes)")
     templates = _command(commands, "templates", "list the approved query templates, or run one",
@@ -99,7 +100,7 @@ def _research(commands: argparse._SubParsersAction) -> None:
     listing.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
     run = _command(runs, "run", "run an approved template with its parameters; spends its ε per run",
                    "example:\n  enclave templates run 3 --param grade=4", parents=(remote,), json_flag=False)
-    run.add_argument("template_id", type=int, metavar="ID")
+    run.add_argument("template_id", type=int, metavar="ID", help="the template's id (`enclave templates` lists them)")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="a parameter's value (repeat for each); typed as the template declares it")
     run.add_argument("--format", choices=("table", "json", "csv"), default="table")
