@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Literal
 
 import httpx
 
-from enclave.client.errors import EnclaveError, QueryTimeout, Unavailable, error_from, error_of
+from enclave.client.errors import Conflict, EnclaveError, QueryTimeout, Unavailable, error_from, error_of
 from enclave.client.models import (
     Budget,
     CheckReport,
@@ -189,18 +189,18 @@ class Enclave:
                 status = answer
 
     def _timed_out(self, status: QueryStatus, timeout: float) -> QueryTimeout:
+        """The timeout's exception; a query still queued is cancelled first (DELETE), so nothing is spent."""
+        query_id = status.query_id
         if status.state == "queued":
-            try:
-                status = QueryStatus.from_json(self._request("DELETE", f"/v1/queries/{status.query_id}").json())
-            except EnclaveError:  # it started in the meantime: it cannot be cancelled for free any more
-                status = QueryStatus(status.query_id, status.dataset, "executing", status.deadline_seconds,
-                                     status.progress, True)
-            if status.state == "cancelled" and not status.charged:
-                return QueryTimeout(f"Query {status.query_id} was still queued after {timeout:g} s and was cancelled; "
-                                    "nothing was spent.", query_id=status.query_id, charged=False)
-        return QueryTimeout(f"Query {status.query_id} is still {status.state} after {timeout:g} s; its charge stays "
-                            f"spent. Fetch its answer later with query_result({status.query_id!r}).",
-                            query_id=status.query_id, charged=True)
+            with suppress(Conflict):  # answered in the meantime: it is there to fetch
+                status = self.cancel(query_id)
+        if status.state == "cancelled":
+            spent = ("it had just started: its charge stays spent, and nothing is released" if status.charged
+                     else "nothing was spent")
+            return QueryTimeout(f"Query {query_id} was still queued after {timeout:g} s and was cancelled; {spent}.",
+                                query_id=query_id, charged=status.charged)
+        return QueryTimeout(f"Query {query_id} is still running after {timeout:g} s; its charge stays spent. Fetch "
+                            f"its answer later with query_result({query_id!r}).", query_id=query_id, charged=True)
 
     def _with_budget(self, result: Result) -> Result:
         """A release fetched after the fact carries no budget left: fill it from GET /v1/budget."""
