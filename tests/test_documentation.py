@@ -7,7 +7,7 @@ import pytest
 from enclave.api.errors import API_CODES
 from enclave.audit.records import EVENT_TYPES
 from enclave.check import CODES
-from enclave.cli import SCHEMAS, schema_text
+from enclave.commands.schema import SCHEMAS, schema_text
 from enclave.execute.sandbox import EXECUTION_CODES
 from enclave.intake.delivery import DELIVERY_CODES
 from enclave.pipeline import QUERY_CODES
