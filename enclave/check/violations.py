@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 from sqlglot import exp
 
+from enclave import caret
+
 # code -> what it means. The single list of check codes; README.md documents each.
 CODES: dict[str, str] = {
     "sql_too_long": "The SQL text exceeds the rules' length or token limit.",
@@ -91,17 +93,7 @@ class Violation:
 
     def render(self, source: str) -> str:
         """A human-readable block: the message, the line with a caret under the token, the remedy."""
-        where = f"line {self.line}, col {self.col}: " if self.line else ""
-        text = [f"{self.code}: {where}{self.message}"]
-        lines = source.splitlines()
-        if self.line and self.col and 1 <= self.line <= len(lines):
-            line = lines[self.line - 1]
-            first = self.highlight.splitlines()[0] if self.highlight.splitlines() else ""
-            width = max(1, min(len(first), len(line) - self.col + 1))
-            text += [f"    {line}", "    " + " " * (self.col - 1) + "^" * width]
-        if self.remedy:
-            text.append(f"    remedy: {self.remedy}")
-        return "\n".join(text)
+        return caret.render(self.code, self.message, self.line, self.col, self.highlight, self.remedy, source)
 
 
 def span(node: exp.Expr) -> tuple[int, int] | None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from enclave import caret
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -31,23 +33,9 @@ class Violation:
                    remedy=data.get("remedy"))  # type: ignore[arg-type]
 
     def render(self, sql: str | None = None) -> str:
-        """The rule and message, then (given the SQL) its line with carets under the token, then the remedy.
-        The same text as the enclave's own `enclave check` prints (a test holds the two together)."""
-        head = f"{self.code}: " + (f"line {self.line}, col {self.col}: " if self.line else "") + self.message
-        parts = [head, *self._pointer(sql or "")]
-        if self.remedy:
-            parts.append(f"    remedy: {self.remedy}")
-        return "\n".join(parts)
-
-    def _pointer(self, sql: str) -> list[str]:
-        """The quoted line and its caret line; nothing when the position is unknown or outside the text."""
-        lines = sql.splitlines()  # the enclave counts lines as str.splitlines() does
-        if not (self.line and self.col and 1 <= self.line <= len(lines)):
-            return []
-        quoted = lines[self.line - 1]
-        token = next(iter(self.highlight.splitlines()), "")
-        carets = max(1, min(len(token), len(quoted) - self.col + 1))
-        return [f"    {quoted}", f"    {' ' * (self.col - 1)}{'^' * carets}"]
+        """The rule and message, then (given the SQL) its line with carets under the token, then the remedy:
+        the same text as the enclave's own `enclave check` prints (one function renders both)."""
+        return caret.render(self.code, self.message, self.line, self.col, self.highlight, self.remedy, sql or "")
 
 
 class EnclaveError(Exception):
