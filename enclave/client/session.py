@@ -185,7 +185,7 @@ class Enclave:
                 answer = self.query_result(status.query_id)
                 if isinstance(answer, Result):
                     show(None)
-                    return self._with_budget(answer)
+                    return answer
                 status = answer
 
     def _timed_out(self, status: QueryStatus, timeout: float) -> QueryTimeout:
@@ -201,16 +201,6 @@ class Enclave:
                                 query_id=query_id, charged=status.charged)
         return QueryTimeout(f"Query {query_id} is still running after {timeout:g} s; its charge stays spent. Fetch "
                             f"its answer later with query_result({query_id!r}).", query_id=query_id, charged=True)
-
-    def _with_budget(self, result: Result) -> Result:
-        """A release fetched after the fact carries no budget left: fill it from GET /v1/budget."""
-        if result.epsilon_remaining is not None:
-            return result
-        grant = next(iter(self.budget(result.dataset)), None)
-        if grant is None:
-            return result
-        raw = {**result.raw, "epsilon_remaining": grant.epsilon_remaining, "delta_remaining": grant.delta_remaining}
-        return Result.from_json(raw)
 
     def queries(self) -> list[QuerySummary]:
         """Your queries, newest last: id, status, dataset, ε."""

@@ -103,6 +103,13 @@ def claim(tx: Transaction, key: str, query_id: str, researcher: str) -> None:
                           (key, query_id, researcher, time.time()))
 
 
+def seq_of(connection: Connection, query_id: str) -> int | None:
+    """The audit record number a query's answer was released under."""
+    row = connection.execute("SELECT seq FROM releases WHERE query_id = ? AND status = 'released'",
+                             (query_id,)).fetchone()
+    return row[0] if row else None
+
+
 def of_researcher(tx: Transaction, researcher: str) -> list[tuple[str, str, str | None]]:
     """(query_id, status, payload) of a researcher's queries, newest first."""
     return tx.connection.execute("SELECT query_id, status, payload FROM releases WHERE researcher = ? "

@@ -43,8 +43,10 @@ def test_a_long_query_shows_its_progress_and_honours_a_timeout(service: Service,
         assert isinstance(result, Result)
         assert f"query {result.query_id[:8]}: 100%" in err  # tqdm's bar, completed
         assert "executing" in err
-        assert result.epsilon_remaining == alice.budget()[0].epsilon_remaining == 4.8  # filled from GET /v1/budget
-        assert result.audit_seq is None  # GET /v1/queries/{id} does not carry it
+        assert result.epsilon_remaining == alice.budget()[0].epsilon_remaining == 4.8  # as GET /v1/queries/{id} says
+        assert result.audit_seq is not None
+        released = service.enclave.audit.records(result.audit_seq, limit=1)[0]
+        assert (released["event"], released["query_id"]) == ("query.released", result.query_id)
 
         started = time.monotonic()
         with pytest.raises(QueryTimeout) as late:  # started by the worker, then the timeout: the charge stays

@@ -46,7 +46,8 @@ SERVER_SIDE = ("duckdb", "sqlglot", "sqlglotc", "fastapi", "starlette", "opendp"
 
 def test_importing_the_client_loads_nothing_of_the_server_side() -> None:
     """In a fresh interpreter: `import enclave.client` loads httpx and the client's own modules, nothing
-    else of enclave but the standard-library caret rendering, none of the server's libraries, and neither pandas nor tqdm until they are used."""
+    else of enclave but the standard-library caret rendering, none of the server's libraries, and neither
+    pandas nor tqdm until they are used."""
     watched = ("enclave", "pandas", "tqdm", "numpy", *(n.split(".")[0] for n in SERVER_SIDE))
     probe = ("import json, sys, enclave.client; "
              f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {watched!r})))")

@@ -157,15 +157,26 @@ def get_query(query_id: str, enclave: EnclaveDep, principal: Researcher) -> Rele
                 payload = replay.released_payload(connection, job.request_key)
         if payload is not None:
             release = Release.model_validate_json(payload)  # answered as a replay: the first release's id
-            return release.model_copy(update={"replayed": release.query_id != job.query_id})
+            return _as_of_now(enclave, principal.name, release.model_copy(
+                update={"replayed": release.query_id != job.query_id}))
     if job is not None and job.state != "released":
         return _status(enclave, job)
     with enclave.audit.transaction() as tx:
         rows = replay.of_researcher(tx, principal.name)
     for found, status, payload in rows:
         if found == query_id and status == "released" and payload:
-            return Release.model_validate_json(payload)
+            return _as_of_now(enclave, principal.name, Release.model_validate_json(payload))
     raise ApiError(404, "not_found", "No released query with that id.")
+
+
+def _as_of_now(enclave: Enclave, researcher: str, release: Release) -> Release:
+    """A stored release with the number of the audit record it was released under and the budget left now:
+    the stored answer holds neither (they are not part of it), and a poll answers as the query did."""
+    with enclave.audit.transaction() as tx:
+        seq = replay.seq_of(tx.connection, release.query_id)
+        left = remaining(tx, researcher, release.dataset)
+    return release.model_copy(update={"audit_seq": seq, "epsilon_remaining": left.epsilon if left else None,
+                                      "delta_remaining": left.delta if left else None})
 
 
 @router.delete("/queries/{query_id}", operation_id="researcher-cancel-query", response_model=QueryStatus)
