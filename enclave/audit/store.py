@@ -254,6 +254,11 @@ class AuditStore:
             yield rows
             after = rows[-1][0]
 
+    def size(self) -> int:
+        """The number of the newest record (0 for an empty log): one statement, no snapshot."""
+        with self.glancing() as connection:
+            return int(connection.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
     def checkpoint_head(self) -> dict[str, object] | None:
         """Sign the head (unless it is signed already) and return the latest signed checkpoint, the one an
         auditor keeps to check later exports against (`enclave audit verify --trusted`)."""

@@ -173,6 +173,8 @@ def test_the_verify_banner_turns_to_a_failure_after_a_record_is_edited(browser: 
         expect(page.locator("#differences li")).to_have_count(1)
         expect(page.locator("#differences li")).to_contain_text("grants")
         expect(page.locator("#differences li")).to_contain_text("alice")
+        newest = page.locator("table.records tbody tr").first.locator("td").first
+        expect(newest).to_have_text(str(records))  # the latest records are the log's newest, past the failure
         assert_accessible(page)
         screenshot(page, "auditor-verify-failed")
     finally:
