@@ -129,7 +129,7 @@ def test_a_wrong_method_is_refused_with_the_envelope(service: Service, method: s
 
 
 @pytest.mark.parametrize(("method", "path", "allowed"), [
-    ("DELETE", "/v1/datasets/demo", "GET"), ("GET", "/v1/keys", "POST"), ("PATCH", "/v1/grants", "POST"),
+    ("DELETE", "/v1/datasets/demo", "GET"), ("GET", "/v1/keys", "POST"), ("PATCH", "/v1/grants", "GET, POST"),
     ("POST", "/healthz", "GET"), ("PUT", "/v1/templates/1", "GET"), ("GET", "/v1/templates/1/runs", "POST")])
 def test_a_wrong_method_names_the_allowed_one(service: Service, method: str, path: str, allowed: str):
     response = call(service, "alice", method, path)

@@ -171,6 +171,9 @@ def test_a_release_is_a_frame_with_intervals_and_protection(alice: Enclave) -> N
     assert plan is not None
     scales = {q.column: q.scale for q in plan.quantities}
     released = protection[~protection["suppressed"]]
+    estimated = released["scale"].notna()  # a mean whose noisy count is not positive has no estimate, says why
+    assert all(reason.startswith("no estimate") for reason in released[~estimated]["reason"])
+    released = released[estimated]
     assert set(released[released["column"] == "n"]["scale"]) == {scales["n"]}  # in the column's own units
     assert set(released[released["column"] == "absent"]["scale"]) == {scales["absent__sum"]}
 
