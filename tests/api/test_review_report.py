@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enclave.rewrite import sampling_salt
 from tests.api.conftest import assert_envelope
 from tests.api.test_template_flow import TEMPLATE as FLOW
 
@@ -31,6 +32,8 @@ def test_a_review_report_shows_slots_decisions_cost_and_warnings(service):
     # the keyed row-order salt is a secret: shown as a slot, never as its value
     assert "$row_order_key" in report["rewritten_sql"]
     assert "HASH($row_order_key" in report["rewritten_sql"]
+    salt = sampling_salt(service.settings.secret("sampling"), service.enclave.version("demo").label)
+    assert str(salt) not in response.text  # nor anywhere else in the answer
     # the grant caps are 5: 4 runs at 1.5 could use them up; 1.5 is above the default ε 1
     assert [w["code"] for w in report["warnings"]] == ["epsilon_above_default", "total_above_grant_cap",
                                                        "narrow_filter"]
