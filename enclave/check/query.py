@@ -15,8 +15,8 @@ from sqlglot import exp
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.schema import MappingSchema
 
-from enclave.catalog.manifest import Manifest
-from enclave.check.bounds import Interval, bounds
+from enclave.catalog.manifest import Column, Manifest
+from enclave.check.bounds import Interval, bounds, never_null
 from enclave.check.scope import sources, using_columns
 from enclave.check.semantics import (
     Context,
@@ -46,6 +46,7 @@ class AggregateColumn:
     arg: exp.Expr | None
     bounds: Interval | None
     digits: int | None = None  # ROUND(aggregate, digits): applied to the released value
+    never_null: bool = False  # `arg` has a value on every row (check.bounds.never_null)
 
 
 OutputColumn = KeyColumn | AggregateColumn
@@ -164,6 +165,13 @@ def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
     """The checked query's output columns and order, read off its qualified tree."""
     scope = sources(tree)
     keys = group_keys(tree)
+    left = {join.this.alias_or_name.lower() for join in tree.args.get("joins") or []
+            if (join.side or "").lower() == "left"}
+
+    def column_of(column: exp.Column) -> Column | None:
+        resolved = ctx.resolve(column, scope)
+        return resolved.column if resolved is not None and resolved.source.alias not in left else None
+
     columns: list[OutputColumn] = []
     for item, written in zip(tree.expressions, output_items(tree), strict=True):
         name = output_name(item)
@@ -176,7 +184,8 @@ def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
             interval = None
             if function in ("sum", "avg") and arg is not None:
                 interval = bounds(arg, lambda c: (r.column if (r := ctx.resolve(c, scope)) else None))
-            columns.append(AggregateColumn(name, function, arg, interval, digits))
+            present = arg is not None and function == "avg" and never_null(arg, column_of)
+            columns.append(AggregateColumn(name, function, arg, interval, digits, present))
         else:
             form = ctx.canonical(inner, scope)
             columns.append(KeyColumn(name, next(key for key in keys if ctx.canonical(key, scope) == form)))

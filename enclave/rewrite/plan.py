@@ -32,6 +32,8 @@ class Measure:
     output: str
     part: Part = "value"
     bounds: Interval | None = None
+    never_null: bool = False  # `arg` has a value on every row: COUNT(arg) is COUNT(*)
+    centre: float = 0.0  # a sum adds up `arg - centre` (clamped first): see rewrite.rules.split_averages
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def plan_of(query: CheckedQuery) -> Plan:
     functions: dict[str, Function] = {"count": "count", "count_distinct_unit": "count_units", "sum": "sum",
                                       "avg": "avg"}
     measures = tuple(
-        Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds)
+        Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds, never_null=c.never_null)
         for c in query.columns if isinstance(c, AggregateColumn)
     )
     keys = tuple(KeyColumn(k.name, _detached(k.expr)) for k in query.keys)
