@@ -1,4 +1,5 @@
-"""The contribution bound holds, and the cell-first rewrite equals windows applied to every person.
+"""The contribution bound holds, and the cell-first rewrite equals windows applied to every person:
+each person's largest groups first, then their first rows in those groups.
 
 The query below joins enrollments to assessments, so many persons have far more than 12 joined rows
 and more than 6 groups: both the fast path (persons within the bounds) and the windowed path are used.
@@ -47,12 +48,13 @@ def test_cells_first_equals_windows_over_everyone(plain, tree, manifest):
     rows = next(c for c in tree.args["with_"].expressions if c.alias == "__rows").this.sql("duckdb")
     reference = f"""
         WITH "__rows" AS ({rows}),
-        b AS (SELECT * FROM "__rows" QUALIFY row_number() OVER (PARTITION BY "__unit"
-              ORDER BY "__row_order", "__r0", "__r1") <= {bounds.max_rows_per_unit}),
-        g AS (SELECT * FROM b QUALIFY dense_rank() OVER (PARTITION BY "__unit"
-              ORDER BY hash({SALT}, "__unit", "__k0", "__k1"), "__k0", "__k1") <= {bounds.max_groups_per_unit})
+        sized AS (SELECT *, count(*) OVER (PARTITION BY "__unit", "__k0", "__k1") AS size FROM "__rows"),
+        g AS (SELECT * FROM sized QUALIFY dense_rank() OVER (PARTITION BY "__unit" ORDER BY size DESC,
+              hash({SALT}, "__unit", "__k0", "__k1"), "__k0", "__k1") <= {bounds.max_groups_per_unit}),
+        b AS (SELECT * FROM g QUALIFY row_number() OVER (PARTITION BY "__unit"
+              ORDER BY "__row_order", "__r0", "__r1") <= {bounds.max_rows_per_unit})
         SELECT "__k0", "__k1", count(*), sum("__a1"), count(DISTINCT "__unit"), count(DISTINCT "__unit")
-        FROM g GROUP BY ALL ORDER BY ALL"""
+        FROM b GROUP BY ALL ORDER BY ALL"""
     rewritten = f"SELECT * FROM ({tree.sql('duckdb')}) ORDER BY ALL"
     assert plain.execute(rewritten).fetchall() == plain.execute(reference).fetchall()
 
