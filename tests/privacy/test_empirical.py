@@ -62,8 +62,8 @@ def test_the_laplace_threshold_releases_a_new_person_no_more_often_than_its_delt
     the plan's scale and the threshold a δ of 1% needs, against the enclave's δ for that threshold.
 
     The event (a new key released) meets δ exactly, so the bound's only room is e^ε · q_high: at a δ of
-    1% that is 4.7 standard deviations of the release rate, where at 5% it would be 3.2 (a failure by
-    chance in about 1 run of 1,500)."""
+    1% it takes about 5 standard deviations of the release rate to fail, where at 5% it would take 3.3
+    (a failure by chance in about 1 run of 2,000)."""
     quantity = threshold_plan.quantity(UNITS)
     groups = manifest.contribution_bounds.max_groups_per_unit
     threshold = next(t for t in range(2, threshold_plan.selection_threshold + 1)
