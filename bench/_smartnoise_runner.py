@@ -1,7 +1,8 @@
 """SmartNoise SQL releases for bench/utility.py, run in SmartNoise's own venv (not the enclave's).
 
-    <smartnoise venv>/bin/python bench/smartnoise_runner.py REQUEST.json   (started by bench/utility.py --tiny
-    skips it; there is nothing to run by hand)
+    <smartnoise venv>/bin/python bench/_smartnoise_runner.py REQUEST.json
+
+bench/utility.py writes REQUEST.json and starts it (never at --tiny); there is nothing to run by hand.
 
 It has a venv of its own because smartnoise-sql pins an older OpenDP than the enclave's. REQUEST.json names
 a folder of CSV tables (one per table, with a header), a SmartNoise metadata file (YAML) with the same

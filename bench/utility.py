@@ -19,7 +19,8 @@ out) and how often the 95% interval held the truth, for:
   deviation from a noisy count, sum and sum of squares;
 - SmartNoise SQL (`smartnoise-sql`, in a venv of its own made on first use; bench/_smartnoise_runner.py)
   with max_ids = R and the same bounds, at the same total ε split over the mechanisms it counts, where it
-  runs the query; `skipped: <why>` where it cannot (always at --tiny, which installs nothing).
+  runs the query; `skipped: <why>` where it cannot (always at --tiny, which installs nothing). It
+  gives no intervals (smartnoise-sql 1.0 removed them), so its coverage is `—`.
 Ratios are enclave / OpenDP and enclave / SmartNoise (MAE). It ends with each query's worst ratio and
 whether query 2 meets issue 14's targets (count MAE ≤ 30, AVG MAE ≤ 0.6 days), printed, not asserted.
 Defaults: 50,000 children, 200 releases (a few minutes); tiny: 2,000 children, 3 releases.
@@ -438,13 +439,11 @@ def _estimate(m: Measure, i: int, drawn: dict[str, tuple[list[float], Noisy]], p
 
 # --- SmartNoise SQL, in its own venv ----------------------------------------------------------------------
 
-def smartnoise_python(venv: Path, install: bool) -> Path | str:
+def smartnoise_python(venv: Path) -> Path | str:
     """The interpreter of a venv with smartnoise-sql, made on first use; else why there is none."""
     python = venv / "bin" / "python"
     if python.exists() and _imports(python):
         return python
-    if not install:
-        return "not installed, and --tiny installs nothing"
     print(f"installing smartnoise-sql into {venv} (first use) ...", flush=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
     base = getattr(sys, "_base_executable", sys.executable)
@@ -537,11 +536,14 @@ def cell(score: Score, width: int) -> str:
     """MAE and coverage, or why there are none, in `width` characters."""
     if score.note is not None:
         return f"{score.note:>{width}}"
+    if not score.errors:
+        return f"{'none released':>{width}}"
     coverage = "—" if math.isnan(score.coverage) else f"{score.coverage:.1%}"
     return f"{score.mae:>{width - 10}.3f}{coverage:>10}"
 
 
-def report(query: Query, groups: int, scores: dict[str, dict[str, Score]], notes: list[str]) -> float | None:
+def report(query: Query, truth: dict[Key, dict[str, float]], scores: dict[str, dict[str, Score]],
+           notes: list[str]) -> float | None:
     """One query's table: per column, MAE and coverage of each mechanism and the ratios; returns the
     worst ratio (None when the enclave did not release)."""
     print(f"\n[{query.number}] {query.sql}")
@@ -550,6 +552,7 @@ def report(query: Query, groups: int, scores: dict[str, dict[str, Score]], notes
     print(f"    {'column':<10}{'enclave MAE':>24}{'cover':>10}{'OpenDP MAE':>14}{'cover':>10}"
           f"{'SmartNoise MAE':>16}{'cover':>10}{'enc/OpenDP':>12}{'enc/SN':>10}")
     worst: float | None = None
+    groups = len(truth)
     for m in query.measures:
         s = {name: scores[name][m.column] for name in MECHANISMS}
         line = f"    {m.column:<10}{cell(s['enclave'], 34)}{cell(s['opendp'], 24)}{cell(s['smartnoise'], 26)}"
@@ -559,10 +562,15 @@ def report(query: Query, groups: int, scores: dict[str, dict[str, Score]], notes
             if s["enclave"].errors and s[base].errors and s[base].mae > 0:
                 worst = max(worst or 0.0, s["enclave"].mae / s[base].mae)
     if query.having is not None:
+        counts = sorted(row["n"] for row in truth.values())
+        above = sum(1 for n in counts if n > query.having)
+        kept = (f"the truth keeps {above} of {groups} (n from {counts[0]:,.0f} to {counts[-1]:,.0f})" if counts
+                else "the truth has no group")
         shares = {name: (f"{sum(sc.decisions) / len(sc.decisions):.1%}" if sc.decisions and sc.note is None else "—")
                   for name, sc in ((n, scores[n]["n"]) for n in MECHANISMS)}
         print(f"    in/out (HAVING) differs from the truth's in: enclave {shares['enclave']}, "
-              f"OpenDP {shares['opendp']}, SmartNoise {shares['smartnoise']} of {groups} groups x releases")
+              f"OpenDP {shares['opendp']}, SmartNoise {shares['smartnoise']} of {groups} groups x releases; "
+              f"{kept}")
     return worst
 
 
@@ -616,7 +624,7 @@ def run_one(enclave: Enclave, con: duckdb.DuckDBPyConnection, query: Query, rows
         spent = answer["spent"]
         notes.append(f"SmartNoise: {answer['mechanisms']} mechanisms at ε {answer['epsilon_per_mechanism']:.3g} each; "
                      f"it reports spending ε {spent[0]:.3g}, δ {spent[1]:.2g}")  # type: ignore[index]
-    worst = report(query, len(truth), scores, notes)
+    worst = report(query, truth, scores, notes)
     return Outcome(query, worst, refusal, issue_14(scores) if query.number == 2 else None)
 
 
@@ -669,8 +677,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.tiny:
         args.children, args.releases = 2_000, 3
-    smartnoise: Path | str = ("--no-smartnoise" if args.no_smartnoise
-                              else smartnoise_python(args.smartnoise_venv, install=not args.tiny))
+    if args.no_smartnoise or args.tiny:
+        smartnoise: Path | str = "--tiny installs and runs nothing of it" if args.tiny else "--no-smartnoise"
+    else:
+        smartnoise = smartnoise_python(args.smartnoise_venv)
     with tempfile.TemporaryDirectory(prefix="enclave-bench-") as scratch:
         measure(Path(scratch), args.children, args.releases, args.epsilon, args.query, smartnoise)
 
