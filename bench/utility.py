@@ -49,6 +49,7 @@ import sqlglot
 from enclave.catalog.manifest import Manifest
 from enclave.disclosure.plan import PlanError
 from enclave.disclosure.protect import protect
+from enclave.disclosure.release import Cell, ReleaseColumn
 from enclave.execute.sandbox import ExecutionError
 from enclave.pipeline import Enclave
 from enclave.settings import Settings
@@ -227,23 +228,21 @@ def enclave_releases(enclave: Enclave, sql: str, epsilon: float, count: int) -> 
         plan = enclave.plan(DATASET, prepared.rewritten, epsilon)
         raw = enclave.execute_unprotected(DATASET, prepared.rewritten, None, prepared.version,
                                           prepared.cost.deadline_seconds)
-    except PlanError as error:
+    except (PlanError, ExecutionError) as error:
         return Refused(error.code)
-    except ExecutionError as error:
-        return Refused(error.code)
-    releases = []
-    for _ in range(count):
-        columns, rows = protect(raw, prepared.rewritten, plan)
-        kinds = [c.kind for c in columns]
-        names = [c.name for c in columns]
-        release: Released = {}
-        for row in rows:
-            key = key_of([cell.value for cell, kind in zip(row, kinds, strict=True) if kind == "key"])
-            release[key] = {name: (None if cell.value is None else float(cell.value), cell.interval)  # type: ignore[arg-type]
-                            for cell, name, kind in zip(row, names, kinds, strict=True)
-                            if kind != "key" and not cell.suppressed}
-        releases.append(release)
-    return releases
+    return [as_released(*protect(raw, prepared.rewritten, plan)) for _ in range(count)]
+
+
+def as_released(columns: Sequence[ReleaseColumn], rows: Sequence[Sequence[Cell]]) -> Released:
+    """A released table as group -> column -> (value, interval), its suppressed cells left out."""
+    keys = [c.kind == "key" for c in columns]
+    release: Released = {}
+    for row in rows:
+        group = key_of([cell.value for cell, is_key in zip(row, keys, strict=True) if is_key])
+        release[group] = {column.name: (None if cell.value is None else float(cell.value), cell.interval)
+                          for cell, column, is_key in zip(row, columns, keys, strict=True)
+                          if not is_key and not cell.suppressed}
+    return release
 
 
 # --- OpenDP used directly -------------------------------------------------------------------------------
