@@ -19,12 +19,14 @@ from enclave.catalog.manifest import Column, Manifest
 from enclave.check.bounds import Interval, bounds, never_null
 from enclave.check.scope import sources, using_columns
 from enclave.check.semantics import (
+    BOUNDED_AGGREGATES,
     Context,
     aggregate_function,
     group_keys,
     order_position,
     output_items,
     output_name,
+    quantile_of,
     rounded,
 )
 
@@ -39,7 +41,8 @@ class KeyColumn:
 
 @dataclass(frozen=True)
 class AggregateColumn:
-    """An output column that is an aggregate: count, count_distinct_unit, sum or avg of `arg`."""
+    """An output column that is an aggregate of `arg`: count, count_distinct_unit, sum, avg, quantile (MEDIAN
+    and QUANTILE_CONT), var_pop, var_samp, stddev_pop or stddev_samp."""
 
     name: str
     function: str
@@ -47,6 +50,7 @@ class AggregateColumn:
     bounds: Interval | None
     digits: int | None = None  # ROUND(aggregate, digits): applied to the released value
     never_null: bool = False  # `arg` has a value on every row (check.bounds.never_null)
+    quantile: float | None = None  # the fraction p of a quantile (MEDIAN is the quantile 0.5)
 
 
 OutputColumn = KeyColumn | AggregateColumn
@@ -182,10 +186,12 @@ def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
             if isinstance(arg, exp.Distinct):  # COUNT(DISTINCT t.person_id): which table's persons it counts
                 arg = arg.expressions[0]
             interval = None
-            if function in ("sum", "avg") and arg is not None:
+            if function in BOUNDED_AGGREGATES and arg is not None:
                 interval = bounds(arg, lambda c: (r.column if (r := ctx.resolve(c, scope)) else None))
-            present = arg is not None and function == "avg" and never_null(arg, column_of)
-            columns.append(AggregateColumn(name, function, arg, interval, digits, present))
+            present = arg is not None and function in BOUNDED_AGGREGATES and never_null(arg, column_of)
+            quantile = quantile_of(inner) if function in ("median", "quantile_cont") else None
+            columns.append(AggregateColumn(name, "quantile" if quantile is not None else function, arg, interval,
+                                           digits, present, quantile))
         else:
             form = ctx.canonical(inner, scope)
             columns.append(KeyColumn(name, next(key for key in keys if ctx.canonical(key, scope) == form)))

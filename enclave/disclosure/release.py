@@ -32,7 +32,8 @@ class ReleaseColumn(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    kind: Literal["key", "count", "count_distinct_unit", "sum", "avg"]
+    kind: Literal["key", "count", "count_distinct_unit", "sum", "avg", "quantile", "var_pop", "var_samp", "stddev_pop",
+                  "stddev_samp"]
 
 
 class Release(BaseModel):
