@@ -9,8 +9,8 @@ spread of exactly the statistic that was released.
 - count, sum: the noisy quantity itself.
 - avg: c + S/n, S the noisy sum of x - c (c the bounds' midpoint), n the noisy count; clamped to the
   bounds; none where n <= 0.
-- var_pop: Q/n - (S/n)², Q the noisy sum of (x - c)²; clamped to [0, ((hi - lo)/2)²], the most a
-  variance of values in [lo, hi] can be. var_samp: var_pop · n/(n - 1) (clamped at twice that); none
+- var_pop: h²/2 + Q/n - (S/n)², Q the noisy sum of (x - c)² - h²/2 (h = (hi - lo) / 2); clamped to
+  [0, h²], the most a variance of values in [lo, hi] can be. var_samp: var_pop · n/(n - 1) (clamped at twice that); none
   where n <= 1. stddev_*: the square root of its variance.
 - quantile: read off the noisy histogram (OpenDP's Laplace on every group's count per bin) where its
   cumulative count first reaches p of its total, linear within that bin; on a unit grid of integers it
@@ -56,8 +56,7 @@ def feasible(column: AggregateColumn, plan: PrivacyPlan) -> tuple[float, float]:
     = ((hi - lo)/2)² the largest variance of values in [lo, hi] (twice that for a sample variance, whose
     n/(n - 1) is at most 2), and the square roots for a standard deviation."""
     if column.function in VARIANCES:
-        widest = plan.quantity(f"{column.name}__squares").sensitivity / plan.quantity(
-            f"{column.name}__count").sensitivity
+        widest = 2 * plan.quantity(f"{column.name}__squares").centre  # h²
         widest *= 2 if column.function.endswith("_samp") else 1
         return (0.0, float(np.sqrt(widest)) if column.function.startswith("stddev") else widest)
     return column.bounds or (-np.inf, np.inf)
@@ -75,9 +74,9 @@ def _dispersion(column: AggregateColumn, plan: PrivacyPlan, noisy: dict[str, np.
     still orders its replicates) from the noisy count, centred sum and sum of squares."""
     count = noisy[plan.quantity(f"{column.name}__count").column]
     total = noisy[plan.quantity(f"{column.name}__sum").column]
-    squares = noisy[plan.quantity(f"{column.name}__squares").column]
+    squares_q = plan.quantity(f"{column.name}__squares")
     with np.errstate(divide="ignore", invalid="ignore"):
-        variance = squares / count - (total / count) ** 2
+        variance = squares_q.centre + noisy[squares_q.column] / count - (total / count) ** 2
         if column.function.endswith("_samp"):
             variance = np.where(count > 1, variance * count / (count - 1), np.nan)
     variance = np.where(count > 0, variance, np.nan)
