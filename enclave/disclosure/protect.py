@@ -119,15 +119,19 @@ def protect(raw: RawResult, rewritten: RewrittenQuery, plan: PrivacyPlan
 
 
 def _estimate(column: AggregateColumn, plan: PrivacyPlan, noisy: dict[str, np.ndarray]) -> np.ndarray:
-    """An output's value in every group from its noisy quantities (NaN: no estimate); `noisy` holds either
-    the released vectors or their replicates (draws x groups), in the values' own units."""
+    """An output's estimate in every group from its noisy quantities (NaN: no estimate); `noisy` holds
+    either the released vectors or their replicates (draws x groups), in the values' own units.
+
+    A mean is not clamped to its bounds here: its interval is simulated around the unclamped estimate and
+    only then clamped (`_cell`). Clamping the replicates first collapses the interval of a mean near a
+    bound onto the bound (a rate of 1% covered 53%).
+    """
     if column.function != "avg":
         return noisy[plan.quantity(column.name).column].astype(float)
     total_q, count_q = plan.quantity(f"{column.name}__sum"), plan.quantity(f"{column.name}__count")
     total, count = noisy[total_q.column], noisy[count_q.column]
-    low, high = column.bounds or (-np.inf, np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.clip(total_q.centre + total / count, low, high)
+        mean = total_q.centre + total / count
     return np.where(count > 0, mean, np.nan)
 
 
@@ -146,6 +150,7 @@ def _cell(column: AggregateColumn, position: int, suppressed: bool, plan: Privac
             return Cell(value=None, mechanism="laplace_ratio", reason="no estimate: the noisy count is not positive")
         low, high = column.bounds or (-np.inf, np.inf)
         span = intervals.interval(value, simulated[:, position], plan.alpha, low, high)
+        value = min(max(value, low), high)
         digits = _digits((span[1] - span[0]) / 2) if span is not None else DIGITS
         return _rounded(Cell(value=round(value, digits), mechanism="laplace_ratio",
                              scale=plan.quantity(f"{column.name}__sum").scale,
