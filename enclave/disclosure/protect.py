@@ -65,7 +65,7 @@ def _outward(low: float, high: float, digits: int) -> tuple[float, float]:
     return (math.floor(round(low * scale, 6)) / scale, math.ceil(round(high * scale, 6)) / scale)
 
 
-def _digits(half_width: float) -> int:
+def decimals(half_width: float) -> int:
     """Decimals to show a value of this precision with: at least DIGITS, and enough that rounding moves it
     by at most a hundredth of its interval's half-width (a rate of ±0.004 keeps five)."""
     if not math.isfinite(half_width) or half_width <= 0:
@@ -74,7 +74,7 @@ def _digits(half_width: float) -> int:
 
 
 def _interval(value: float, half_width: float) -> tuple[float, float]:
-    return _outward(value - half_width, value + half_width, _digits(half_width))
+    return _outward(value - half_width, value + half_width, decimals(half_width))
 
 
 def protect(raw: RawResult, rewritten: RewrittenQuery, plan: PrivacyPlan
@@ -151,12 +151,12 @@ def _cell(column: AggregateColumn, position: int, suppressed: bool, plan: Privac
         low, high = column.bounds or (-np.inf, np.inf)
         span = intervals.interval(value, simulated[:, position], plan.alpha, low, high)
         value = min(max(value, low), high)
-        digits = _digits((span[1] - span[0]) / 2) if span is not None else DIGITS
+        digits = decimals((span[1] - span[0]) / 2) if span is not None else DIGITS
         return _rounded(Cell(value=round(value, digits), mechanism="laplace_ratio",
                              scale=plan.quantity(f"{column.name}__sum").scale,
                              interval=_outward(*span, digits) if span is not None else None), column.digits)
     quantity = plan.quantity(column.name)
-    shown: CellValue = int(value) if quantity.unit == 1 else round(value, _digits(quantity.accuracy))
+    shown: CellValue = int(value) if quantity.unit == 1 else round(value, decimals(quantity.accuracy))
     return _rounded(Cell(value=shown, mechanism=quantity.mechanism, scale=quantity.scale,
                          interval=_interval(value, quantity.accuracy)), column.digits)
 
