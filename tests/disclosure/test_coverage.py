@@ -144,12 +144,12 @@ def measure(case: Case, query: RewrittenQuery, plan: PrivacyPlan) -> Coverage:
     for _ in range(math.ceil(CELLS / len(plan.groups))):
         _, rows = protect(raw, query, plan)
         for row in rows:
-            group, cell = truth[tuple(c.value for c in row[:keys])], row[position]
+            true, cell = truth[tuple(c.value for c in row[:keys])], row[position]
             if cell.value is None or cell.interval is None:
                 left_out += 1
                 continue
-            cells, covered = by_truth[group]
-            by_truth[group] = (cells + 1, covered + (cell.interval[0] <= group.value(column) <= cell.interval[1]))
+            cells, covered = by_truth[true]
+            by_truth[true] = (cells + 1, covered + (cell.interval[0] <= true.value(column) <= cell.interval[1]))
     return Coverage(by_truth, left_out)
 
 
