@@ -103,6 +103,14 @@ class QuantityOut(BaseModel):
     accuracy: float
 
 
+class OutputPlanOut(BaseModel):
+    column: str
+    kind: str = Field(description="The output's aggregate: count, count_distinct_unit, sum or avg.")
+    interval: str = Field(description="The interval it will be released with at 1 - alpha: '± <accuracy>' for a "
+                          "count or sum (exact), a formula in the group's count n for a mean, or 'by simulation "
+                          "at release'.")
+
+
 class PlanOut(BaseModel):
     worst_case_rows: int | None = Field(None, description="The most joined rows the query can produce, from the "
                                         "contribution bounds and the tables' sizes.")
@@ -114,6 +122,8 @@ class PlanOut(BaseModel):
     group_selection: str
     suppression_threshold: int
     quantities: list[QuantityOut]
+    outputs: list[OutputPlanOut] = Field(description="Each aggregate output column and the interval it will be "
+                                         "released with, before anything is spent.")
 
 
 class CheckOut(BaseModel):
