@@ -31,6 +31,7 @@ from enclave.rewrite import RewrittenQuery
 from enclave.rewrite.rules import UNITS
 
 DIGITS = 2
+NO_INTERVAL = "no interval: too many of its replicates have a noisy count too small for an estimate"
 
 
 def _groups(plan: PrivacyPlan, units: dict[tuple, int]) -> tuple[list[tuple[KeyValue, ...]], dict[tuple, int] | None]:
@@ -161,7 +162,8 @@ def _cell(column: AggregateColumn, position: int, suppressed: bool, plan: Privac
         digits = decimals((span[1] - span[0]) / 2) if span is not None else DIGITS
         return _rounded(Cell(value=round(value, digits), mechanism=mechanism,
                              scale=plan.quantity(f"{column.name}{part}").scale,
-                             interval=_outward(*span, digits) if span is not None else None), column.digits)
+                             interval=_outward(*span, digits) if span is not None else None,
+                             reason=None if span is not None else NO_INTERVAL), column.digits)
     quantity = plan.quantity(column.name)
     shown: CellValue = int(value) if quantity.unit == 1 else round(value, decimals(quantity.accuracy))
     return _rounded(Cell(value=shown, mechanism=quantity.mechanism, scale=quantity.scale,

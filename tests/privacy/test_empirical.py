@@ -17,8 +17,10 @@ from enclave.disclosure.plan import PrivacyPlan, plan_privacy
 from enclave.rewrite.rules import UNITS
 from tests.privacy.audit import audit_laplace, audit_selection, audit_threshold
 
-# one quantity of each function the discrete Laplace noises: COUNT(*), SUM (in millionths), persons
-LAPLACE_SQL = "SELECT school, COUNT(*) AS n, SUM(days_absent) AS days FROM enrollments GROUP BY school"
+# one quantity of each function the discrete Laplace noises: COUNT(*), SUM (in millionths), persons (released,
+# so they weigh as the others: a suppression-only count's small ε share would leave the audit no power)
+LAPLACE_SQL = ("SELECT school, COUNT(*) AS n, SUM(days_absent) AS days, COUNT(DISTINCT person_id) AS persons "
+               "FROM enrollments GROUP BY school")
 # scale_score has no public key set: the groups are selected by OpenDP's Laplace threshold
 THRESHOLD_SQL = "SELECT scale_score, COUNT(DISTINCT person_id) AS children FROM assessments GROUP BY 1"
 # the largest ε a query may ask for: large ε shares make the events frequent, so few trials suffice

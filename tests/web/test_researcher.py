@@ -106,7 +106,10 @@ def _released_cells(page: Page, column: int) -> list[tuple[float, float, float]]
     out = []
     for cell in page.locator(f"table.release tbody tr td:nth-child({column + 1})[data-state='released']").all():
         value = float(cell.locator(".value").inner_text())
-        low, high = (float(n) for n in NUMBER.findall(cell.locator(".interval").inner_text()))
+        interval = cell.locator(".interval").inner_text()
+        if interval.startswith("no interval"):  # a mean of a small noisy count: its reason is shown instead
+            continue
+        low, high = (float(n) for n in NUMBER.findall(interval))
         out.append((value, low, high))
     return out
 
