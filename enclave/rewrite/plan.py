@@ -61,10 +61,9 @@ def plan_of(query: CheckedQuery) -> Plan:
             relation.set(arg, [_detached(v) for v in value] if isinstance(value, list) else _detached(value))
     functions: dict[str, Function] = {"count": "count", "count_distinct_unit": "count_units", "sum": "sum",
                                       "avg": "avg"}
-    measures = tuple(
-        Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds)
-        for c in query.columns if isinstance(c, AggregateColumn)
-    )
+    # hidden aggregates (used only by derived columns or HAVING) are computed and noised like the others
+    measures = tuple(Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds)
+                     for c in query.aggregates)
     keys = tuple(KeyColumn(k.name, _detached(k.expr)) for k in query.keys)
     return Plan(relation, _detached(query.unit), keys, measures)
 
