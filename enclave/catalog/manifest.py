@@ -15,6 +15,9 @@ Roles:
   Warning: bounds that are too wide add noise, too narrow bias the result; they must not be derived from
   the data itself.
 - `restricted`: identifiers and free text; never selected, grouped, filtered or joined on.
+
+`nullable: false` declares that every row has a value (intake refuses a delivery with an empty one). It
+lets AVG(x) divide by the query's COUNT(*) instead of noising a COUNT(x) of its own (disclosure.plan).
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class Column(_Strict):
     )
     bounds: tuple[float, float] | None = Field(
         default=None, description="Clamping bounds [lower, upper]; required for a measure."
+    )
+    nullable: bool = Field(
+        default=True, description="false: every row has a value, and a delivery with an empty one is refused."
     )
 
     @model_validator(mode="after")

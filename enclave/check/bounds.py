@@ -121,3 +121,36 @@ def _bounds(node: exp.Expr, lookup: Lookup) -> Interval | None:
         case exp.Null():
             return None
     return None
+
+
+
+_STRICT = (exp.Paren, exp.Cast, exp.Neg, exp.Abs, exp.Round, exp.Floor, exp.Ceil, exp.Add, exp.Sub, exp.Mul,
+           exp.Predicate, exp.Connector, exp.Not)
+
+
+def never_null(node: exp.Expr, lookup: Lookup) -> bool:
+    """Whether `node` has a value on every row, by what it is built of: a column declared `nullable:
+    false` (`lookup` gives None for one a LEFT JOIN can leave NULL), a literal, a CASE whose branches and
+    ELSE all have one (its conditions may be NULL), COALESCE with one argument that has, and operators
+    and casts of such. Anything else may be NULL (a division, NULLIF, TRY_CAST, a CASE without ELSE).
+    Then AVG(node) divides by COUNT(*): COUNT(node) is the same number, so it is not noised again."""
+    match node:
+        case exp.Column():
+            column = lookup(node)
+            return column is not None and not column.nullable
+        case exp.Literal() | exp.Boolean():
+            return True
+        case exp.Case():
+            default = node.args.get("default")
+            branches = [branch.args.get("true") for branch in node.args.get("ifs") or []]
+            return default is not None and all(b is not None and never_null(b, lookup) for b in [*branches, default])
+        case exp.If():
+            false = node.args.get("false")
+            return false is not None and never_null(node.args["true"], lookup) and never_null(false, lookup)
+        case exp.Coalesce():
+            return any(never_null(part, lookup) for part in [node.this, *node.expressions])
+        case exp.TryCast():
+            return False
+        case _ if isinstance(node, _STRICT):
+            return all(never_null(part, lookup) for part in node.iter_expressions())
+    return False

@@ -15,8 +15,8 @@ from sqlglot import exp
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.schema import MappingSchema
 
-from enclave.catalog.manifest import Manifest
-from enclave.check.bounds import Interval, bounds
+from enclave.catalog.manifest import Column, Manifest
+from enclave.check.bounds import Interval, bounds, never_null
 from enclave.check.scope import Source, sources, using_columns
 from enclave.check.semantics import (
     Context,
@@ -47,6 +47,7 @@ class AggregateColumn:
     arg: exp.Expr | None
     bounds: Interval | None
     digits: int | None = None  # ROUND(aggregate, digits): applied to the released value
+    never_null: bool = False  # `arg` has a value on every row (check.bounds.never_null)
     hidden: bool = False  # computed and noised only for a derived column or HAVING; never released itself
 
 
@@ -218,6 +219,8 @@ def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
     column that computes the same thing (unrounded), else by a hidden one of its own (`__h0`, ...)."""
     scope = sources(tree)
     keys = group_keys(tree)
+    left = frozenset(join.this.alias_or_name.lower() for join in tree.args.get("joins") or []
+                     if (join.side or "").lower() == "left")
     columns: list[OutputColumn | None] = []
     pending: list[tuple[int, str, exp.Expr, int | None]] = []
     named: dict[str, str] = {}  # canonical form of an unrounded released aggregate -> its column
@@ -225,7 +228,7 @@ def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
         name = output_name(item)
         inner, digits = rounded(written)
         if isinstance(inner, exp.AggFunc):
-            columns.append(_aggregate_column(inner, name, digits, ctx, scope))
+            columns.append(_aggregate_column(inner, name, digits, ctx, scope, left))
             if digits is None:
                 named.setdefault(ctx.canonical(inner, scope), name)
         elif written.find(exp.AggFunc):
@@ -242,7 +245,7 @@ def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
             form = ctx.canonical(node, scope)
             if form not in named:
                 named[form] = f"__h{len(hidden)}"
-                hidden.append(_aggregate_column(node, named[form], None, ctx, scope, hidden=True))
+                hidden.append(_aggregate_column(node, named[form], None, ctx, scope, left, hidden=True))
             return exp.column(named[form], quoted=True)
         if not node.find(exp.AggFunc) and (key := key_names.get(ctx.canonical(node, scope))) is not None:
             return exp.column(key, quoted=True)
@@ -267,7 +270,9 @@ def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
 
 
 def _aggregate_column(node: exp.AggFunc, name: str, digits: int | None, ctx: Context, scope: list[Source],
-                      hidden: bool = False) -> AggregateColumn:
+                      left: frozenset[str], hidden: bool = False) -> AggregateColumn:
+    """One aggregate as the rewrite and plan stages compute it. `left` are the LEFT-joined tables, whose
+    columns may be NULL on any row."""
     function = aggregate_function(node)
     arg = None if isinstance(node.this, exp.Star) else node.this
     if isinstance(arg, exp.Distinct):  # COUNT(DISTINCT t.person_id): which table's persons it counts
@@ -275,4 +280,10 @@ def _aggregate_column(node: exp.AggFunc, name: str, digits: int | None, ctx: Con
     interval = None
     if function in ("sum", "avg") and arg is not None:
         interval = bounds(arg, lambda c: (r.column if (r := ctx.resolve(c, scope)) else None))
-    return AggregateColumn(name, function, arg, interval, digits, hidden)
+
+    def column_of(column: exp.Column) -> Column | None:
+        resolved = ctx.resolve(column, scope)
+        return resolved.column if resolved is not None and resolved.source.alias not in left else None
+
+    present = arg is not None and function == "avg" and never_null(arg, column_of)
+    return AggregateColumn(name, function, arg, interval, digits, present, hidden)

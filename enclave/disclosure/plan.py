@@ -2,15 +2,23 @@
 
 Made before anything runs, from the rewritten query and the manifest alone, so a researcher sees the
 cost and accuracy of a query for free (`enclave check`). The cost is exactly the ε the researcher asked
-for (or the rules' default), split equally over the quantities the query releases: each distinct
-aggregate, plus the count of persons per group that decides suppression (and, without public keys,
-which groups exist). A quantity asked for twice (COUNT(DISTINCT person_id) is also that count of
-persons) is noised once and paid for once.
+for (or the rules' default), split over the distinct quantities the query noises. A quantity asked for
+twice is noised once and paid for once: COUNT(DISTINCT person_id) is also the count of persons that
+decides suppression, and the COUNT(x) an AVG(x) divides by is COUNT(*) when x is never NULL.
+
+The split (the allocation rule): each quantity gets ε in proportion to its weight, the largest weight
+of what it serves. A released COUNT, COUNT(DISTINCT) or SUM weighs 1, the researcher's weight of that
+output column where the query gives one; an AVG weighs 1 for its centred sum and a quarter for the count
+it divides by (a centred mean moves with the count's noise only by its distance from the bounds'
+midpoint, so the sum's noise dominates). The count of persons that only decides suppression weighs the
+rules' `suppression_weight` (0.25): it need only tell a group from the threshold. Without public keys it
+also decides which groups exist, and weighs 1.
 
 Sensitivities, for adding or removing one person who contributes at most N rows and G groups:
 - COUNT(*) and COUNT(x): N (the person's rows, however they fall into groups)
 - COUNT(DISTINCT unit): min(G, N) with GROUP BY (one per group reached), 1 without
-- SUM(x) with x clamped to [lo, hi]: N * max(|lo|, |hi|)
+- SUM(x) with x clamped to [lo, hi]: N * max(|lo|, |hi|); centred on c (an AVG's sum): N * max(|lo - c|,
+  |hi - c|), which is N * (hi - lo) / 2 at the midpoint
 
 Every quantity is an integer, so all noise is OpenDP's discrete Laplace and no sensitivity is
 understated by floating-point arithmetic: sums are exact DECIMAL(38, 6) in DuckDB and are noised as an
@@ -20,6 +28,7 @@ integer count of millionths (`Quantity.unit`), with bounds rounded outward to a 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from enclave.catalog.manifest import Manifest
@@ -58,6 +67,7 @@ class Quantity:
     noise_scale: float
     epsilon: float
     accuracy: float
+    centre: float = 0.0  # a sum of `x - centre`; a mean adds it back (protect)
 
     @property
     def scale(self) -> float:
@@ -85,14 +95,25 @@ def _identity(measure: Measure) -> tuple[str, str]:
     return measure.function, measure.arg.sql("duckdb") if measure.arg is not None else ""
 
 
-def sensitivity(function: str, bounds: tuple[float, float] | None, rows: int, groups: int, grouped: bool) -> int:
+def sensitivity(function: str, bounds: tuple[float, float] | None, rows: int, groups: int, grouped: bool,
+                centre: float = 0.0) -> int:
     """L1 sensitivity of one quantity, in its noised integer units (see the module docstring)."""
     if function == "count_units":
         return min(groups, rows) if grouped else 1
     if function == "count":
         return rows
     low, high = bounds or (0.0, 0.0)
-    return rows * math.ceil(max(abs(low), abs(high)) * SUM_UNIT)
+    return rows * math.ceil(max(abs(low - centre), abs(high - centre)) * SUM_UNIT)
+
+
+# The weight of each part of an output in the split of ε (see the module docstring).
+PART_WEIGHTS = {"value": 1.0, "sum": 1.0, "count": 0.25}
+
+
+def _weight(measure: Measure, weights: Mapping[str, float], rules: Rules, selects: bool) -> float:
+    if measure.part == "units":
+        return 1.0 if selects else rules.privacy.suppression_weight
+    return weights.get(measure.output, 1.0) * PART_WEIGHTS[measure.part]
 
 
 def requested_epsilon(rules: Rules, epsilon: float | None) -> float:
@@ -101,8 +122,9 @@ def requested_epsilon(rules: Rules, epsilon: float | None) -> float:
 
 
 def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, epsilon: float | None,
-                 delta: float | None = None) -> PrivacyPlan:
-    """The mechanisms, scales and cost of releasing a rewritten query at the requested ε."""
+                 delta: float | None = None, weights: Mapping[str, float] | None = None) -> PrivacyPlan:
+    """The mechanisms, scales and cost of releasing a rewritten query at the requested ε, split by the
+    weights of its output columns (1 each unless `weights` names them)."""
     epsilon = requested_epsilon(rules, epsilon)
     if not 0 < epsilon <= rules.privacy.max_epsilon:  # false for NaN too: the message names both
         raise PlanError("epsilon_out_of_range", f"ε must be a finite number above 0 and at most "
@@ -124,19 +146,22 @@ def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, ep
                             "literals, or an expression of columns with public key sets, has a public key set).")
 
     distinct: dict[tuple[str, str], Measure] = {}
+    weight: dict[str, float] = {}
     sources: dict[str, str] = {}
     for measure in rewritten.plan.measures:
         first = distinct.setdefault(_identity(measure), measure)
         sources[measure.name] = first.name
+        weight[first.name] = max(weight.get(first.name, 0.0), _weight(measure, weights or {}, rules, public is None))
     units = distinct[("count_units", "")]
-    share = epsilon / len(distinct)
+    total_weight = sum(weight.values())
 
     quantities = []
     selection: int | None = None
     spent_delta = 0.0
     for measure in distinct.values():
         unit = SUM_UNIT if measure.function == "sum" else 1
-        d_in = sensitivity(measure.function, measure.bounds, rows, groups, grouped)
+        share = epsilon * weight[measure.name] / total_weight
+        d_in = sensitivity(measure.function, measure.bounds, rows, groups, grouped, measure.centre)
         if measure is units and public is None:
             scale, selection, spent, spent_delta = noise.threshold_for(d_in, share, delta, threshold)
             mechanism = "laplace_threshold"
@@ -144,7 +169,7 @@ def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, ep
             scale, spent = noise.scale_for(d_in, share)
             mechanism = "discrete_laplace"
         quantities.append(Quantity(measure.name, measure.function, unit, mechanism, d_in / unit, scale, spent,
-                                   noise.accuracy(scale, rules.privacy.alpha) / unit))
+                                   noise.accuracy(scale, rules.privacy.alpha) / unit, measure.centre))
     total = sum(q.epsilon for q in quantities)
     if total > epsilon * (1 + 1e-9):
         raise PlanError("epsilon_out_of_range", "The mechanisms would spend more than the ε asked for.")

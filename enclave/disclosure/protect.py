@@ -7,8 +7,10 @@
 2. Noise: each quantity of the plan, as one vector over those groups, through its OpenDP measurement.
 3. Suppression: a group whose noisy count of persons is below the threshold has every statistic
    suppressed (value null, reason given); its keys stay, so nothing disappears silently.
-4. Post-processing: means are the noisy sum over the noisy count, clamped to the measure's bounds;
-   counts are integers; other values are rounded. None of this touches the true values again.
+4. Post-processing: means are the bounds' midpoint plus the noisy centred sum over the noisy count,
+   clamped to the measure's bounds; counts are integers; other values are rounded. A count's or sum's
+   interval is OpenDP's accuracy of its noise; a mean's comes from replicates of its noisy quantities
+   (disclosure.intervals). None of this touches the true values again.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import numpy as np
+
 from enclave.check.query import AggregateColumn, KeyColumn
-from enclave.disclosure import noise
+from enclave.disclosure import intervals, noise
 from enclave.disclosure.keys import KeyValue
 from enclave.disclosure.plan import PrivacyPlan
 from enclave.disclosure.release import Cell, CellValue, ReleaseColumn
@@ -68,20 +72,30 @@ def protect(raw: RawResult, rewritten: RewrittenQuery, plan: PrivacyPlan
     units_column = index[plan.sources[UNITS]]
     groups, selected = _groups(plan, {key: int(row[units_column] or 0) for key, row in true_rows.items()})
 
-    noisy: dict[str, list[int] | list[float]] = {}
+    noisy: dict[str, np.ndarray] = {}
     for quantity in plan.quantities:
         if selected is not None and quantity.mechanism == "laplace_threshold":
-            noisy[quantity.column] = [selected[group] for group in groups]
+            noisy[quantity.column] = np.array([selected[group] for group in groups], dtype=np.int64)
             continue
         vector = [_units(true_rows[g][index[quantity.column]], quantity.unit) if g in true_rows else 0
                   for g in groups]
-        noisy[quantity.column] = noise.vector_laplace(quantity.noise_scale)(vector) if vector else []
+        noisy[quantity.column] = np.array(noise.vector_laplace(quantity.noise_scale)(vector) if vector else [],
+                                          dtype=np.int64)
+    # From here on only noisy values are read: the released ones, and replicates of them for intervals.
+    released = {q.column: noisy[q.column] / q.unit for q in plan.quantities}
+    draws = intervals.draws_for(len(groups))
+    replicated = {q.column: intervals.replicates(noisy[q.column], q.noise_scale, draws) / q.unit
+                  for q in plan.quantities}
+    values = {c.name: _estimate(c, plan, released) for c in query.aggregates}
+    simulated = {c.name: _estimate(c, plan, replicated) for c in query.aggregates}
 
-    persons = noisy[plan.sources[UNITS]]
+    persons = released[plan.sources[UNITS]]
     rows = []
     for position, group in enumerate(groups):
         suppressed = persons[position] < plan.suppression_threshold
-        rows.append([_cell(column, group, position, suppressed, plan, noisy, query.keys) for column in query.columns])
+        rows.append([_key_cell(column, group, plan, query.keys) if isinstance(column, KeyColumn) else
+                     _cell(column, position, suppressed, plan, values[column.name], simulated[column.name])
+                     for column in query.columns])
     columns = [ReleaseColumn(name=c.name, kind="key" if isinstance(c, KeyColumn) else c.function)  # type: ignore[arg-type]
                for c in query.columns]
     ordered = _ordered(rows, query.order)
@@ -89,21 +103,45 @@ def protect(raw: RawResult, rewritten: RewrittenQuery, plan: PrivacyPlan
     return columns, ordered[query.offset:end]  # LIMIT and OFFSET trim the noisy, ordered table
 
 
-def _cell(column: KeyColumn | AggregateColumn, group: tuple, position: int, suppressed: bool, plan: PrivacyPlan,
-          noisy: dict[str, list], keys: tuple[KeyColumn, ...]) -> Cell:
-    if isinstance(column, KeyColumn):
-        value = group[keys.index(column)]
-        return Cell(value=value, mechanism=None if plan.groups is not None else "laplace_threshold")
+def _estimate(column: AggregateColumn, plan: PrivacyPlan, noisy: dict[str, np.ndarray]) -> np.ndarray:
+    """An output's value in every group from its noisy quantities (NaN: no estimate); `noisy` holds either
+    the released vectors or their replicates (draws x groups), in the values' own units."""
+    if column.function != "avg":
+        return noisy[plan.quantity(column.name).column].astype(float)
+    total_q, count_q = plan.quantity(f"{column.name}__sum"), plan.quantity(f"{column.name}__count")
+    total, count = noisy[total_q.column], noisy[count_q.column]
+    low, high = column.bounds or (-np.inf, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.clip(total_q.centre + total / count, low, high)
+    return np.where(count > 0, mean, np.nan)
+
+
+def _key_cell(column: KeyColumn, group: tuple, plan: PrivacyPlan, keys: tuple[KeyColumn, ...]) -> Cell:
+    return Cell(value=group[keys.index(column)], mechanism=None if plan.groups is not None else "laplace_threshold")
+
+
+def _cell(column: AggregateColumn, position: int, suppressed: bool, plan: PrivacyPlan, values: np.ndarray,
+          simulated: np.ndarray) -> Cell:
     if suppressed:
         return Cell(value=None, suppressed=True,
                     reason=f"fewer than {plan.suppression_threshold} persons (noisy count)")
+    value = float(values[position])
     if column.function == "avg":
-        return _mean(column, position, plan, noisy)
+        if not np.isfinite(value):
+            return Cell(value=None, mechanism="laplace_ratio", reason="no estimate: the noisy count is not positive")
+        low, high = column.bounds or (-np.inf, np.inf)
+        span = intervals.interval(value, simulated[:, position], plan.alpha, low, high)
+        return _rounded(Cell(value=round(value, DIGITS), mechanism="laplace_ratio",
+                             scale=plan.quantity(f"{column.name}__sum").scale,
+                             interval=_interval_of(span)), column.digits)
     quantity = plan.quantity(column.name)
-    value = noisy[quantity.column][position] / quantity.unit
     shown: CellValue = int(value) if quantity.unit == 1 else round(value, DIGITS)
     return _rounded(Cell(value=shown, mechanism=quantity.mechanism, scale=quantity.scale,
                          interval=_interval(value, quantity.accuracy)), column.digits)
+
+
+def _interval_of(span: tuple[float, float] | None) -> tuple[float, float] | None:
+    return (round(span[0], DIGITS), round(span[1], DIGITS)) if span is not None else None
 
 
 def _rounded(cell: Cell, digits: int | None) -> Cell:
@@ -113,25 +151,6 @@ def _rounded(cell: Cell, digits: int | None) -> Cell:
     value = round(cell.value, digits)  # type: ignore[arg-type]
     interval = tuple(round(bound, digits) for bound in cell.interval) if cell.interval else None
     return cell.model_copy(update={"value": value, "interval": interval})
-
-
-def _mean(column: AggregateColumn, position: int, plan: PrivacyPlan, noisy: dict[str, list]) -> Cell:
-    """Noisy sum over noisy count, clamped to the bounds; its interval combines both at alpha / 2 each."""
-    total_q, count_q = plan.quantity(f"{column.name}__sum"), plan.quantity(f"{column.name}__count")
-    total = noisy[total_q.column][position] / total_q.unit
-    count = float(noisy[count_q.column][position])
-    low, high = column.bounds or (float("-inf"), float("inf"))
-    if count <= 0:
-        return Cell(value=None, mechanism="laplace_ratio", reason="no estimate: the noisy count is not positive")
-    a_total = noise.accuracy(total_q.noise_scale, plan.alpha / 2) / total_q.unit
-    a_count = noise.accuracy(count_q.noise_scale, plan.alpha / 2)
-    ratios = [t / c for t in (total - a_total, total + a_total) for c in (max(count - a_count, 1.0), count + a_count)]
-
-    def clamp(x: float) -> float:
-        return round(min(max(x, low), high), DIGITS)
-
-    return _rounded(Cell(value=clamp(total / count), mechanism="laplace_ratio", scale=total_q.scale,
-                         interval=(clamp(min(ratios)), clamp(max(ratios)))), column.digits)
 
 
 def _ordered(rows: list[list[Cell]], order: tuple[tuple[int, bool], ...]) -> list[list[Cell]]:

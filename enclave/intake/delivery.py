@@ -141,7 +141,7 @@ def file_specs(manifest: Manifest, contributor: str) -> dict[str, FileSpec]:
         columns: dict[str, tuple[Column, bool]] = {"local_id": (_text("local_id"), True)}
         for column, spec in table.columns.items():
             if column != manifest.privacy_unit:
-                columns[column] = (spec, False)
+                columns[column] = (spec, not spec.nullable)
         specs[name] = FileSpec(name, columns)
     return specs
 

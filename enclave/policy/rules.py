@@ -94,6 +94,9 @@ class PrivacyDefaults(_Strict):
     alpha: float = Field(gt=0, lt=1, description="Intervals are reported at confidence 1 - alpha.")
     selection_delta: float = Field(
         gt=0, lt=1e-3, description="δ spent choosing which groups to release when keys have no public set.")
+    suppression_weight: float = Field(
+        0.25, gt=0, le=1, description="The weight, against 1 for a released output, of the count of persons "
+        "that only decides suppression (disclosure.plan).")
 
     @model_validator(mode="after")
     def _default_within_max(self) -> PrivacyDefaults:

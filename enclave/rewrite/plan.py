@@ -32,6 +32,8 @@ class Measure:
     output: str
     part: Part = "value"
     bounds: Interval | None = None
+    never_null: bool = False  # `arg` has a value on every row: COUNT(arg) is COUNT(*)
+    centre: float = 0.0  # a sum adds up `arg - centre` (clamped first): see rewrite.rules.split_averages
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,8 @@ def plan_of(query: CheckedQuery) -> Plan:
     functions: dict[str, Function] = {"count": "count", "count_distinct_unit": "count_units", "sum": "sum",
                                       "avg": "avg"}
     # hidden aggregates (used only by derived columns or HAVING) are computed and noised like the others
-    measures = tuple(Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds)
-                     for c in query.aggregates)
+    measures = tuple(Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds,
+                             never_null=c.never_null) for c in query.aggregates)
     keys = tuple(KeyColumn(k.name, _detached(k.expr)) for k in query.keys)
     return Plan(relation, _detached(query.unit), keys, measures)
 
@@ -155,12 +157,20 @@ def _bounded(plan: Plan, bounds: Bounds) -> exp.Select:
     `__rows` projects the unit, keys and measure arguments of every row that passes WHERE, with a hash
     of (salt, unit, row identity) as its order. `__cells` aggregates them per (person, group) with a
     hash aggregate, and `__per_unit` counts each person's rows and groups on that smaller table. A
-    person within both bounds keeps every cell (`__within`): no sort, and that is nearly everyone. The
-    others go back to their rows: their first `max_rows` rows in hash order (`__over_rows`), of those
-    the rows of their first `max_groups` groups in an order keyed by (salt, unit, keys) (`__over`),
-    aggregated into cells the same way. Ties are broken by the row identity and the keys, so the choice
-    is a function of the data version and the salt alone. For a person within the bounds the windows
-    would keep every row, so this is exactly the windowed bound applied to everyone, at the cost of hash
+    person within both bounds keeps every cell (`__within`): no sort, and that is nearly everyone.
+    For the others, groups come first, then rows: `__over_groups` ranks a person's cells by their row
+    count and keeps the `max_groups` largest, and `__over_rows` keeps, of the person's rows in those
+    groups, the first `max_rows` in hash order, aggregated into cells the same way. Cutting rows
+    first would waste the row bound on groups the group cut then drops (60 rows in 20 groups kept 7,
+    not 12); this way a person keeps min(max_rows, rows of their largest max_groups groups). Without
+    keys a person has one group and only the row cut applies. Ties between groups are broken by a
+    hash of (salt, unit, keys), then the keys, and between rows by the row identity, so the choice is
+    a function of the data version and the salt alone: a repeated query sees the same rows.
+
+    The choice reads only the person's own rows, so the bound is still a function applied to each
+    person separately, and what a person can add to or take from the result is unchanged: at most
+    `max_rows` rows in at most `max_groups` groups. For a person within the bounds the windows would
+    keep every row, so this is exactly the windowed bound applied to everyone, at the cost of hash
     aggregates. The final SELECT adds the cells up per group; a group's persons are its cells.
     """
     identity = _row_identity(plan.relation)
@@ -180,20 +190,22 @@ def _bounded(plan: Plan, bounds: Bounds) -> exp.Select:
         if (column := args.get(m.name)))])
     row_ids = ", ".join(f'"__r{i}"' for i in range(len(identity)))
     within = f'u."__n" <= {int(bounds.max_rows)} AND u."__g" <= {int(bounds.max_groups)}'
-    over = "__over" if plan.keys else "__over_rows"
+    largest = (f' QUALIFY row_number() OVER (PARTITION BY "__unit" ORDER BY c."__n" DESC, '
+               f'hash({int(bounds.salt)}, "__unit", {keys}), {keys}) <= {int(bounds.max_groups)}') if keys else ""
+    in_group = " AND ".join(['r."__unit" = g."__unit"', *(
+        f'r."__k{i}" IS NOT DISTINCT FROM g."__k{i}"' for i in range(len(plan.keys)))])  # a NULL key is a group
     # Only integers and this stage's own column names are formatted into these fixed query shapes.
     fixed = {
         "__cells": f'SELECT {cell_by}, {partials} FROM "__rows" GROUP BY {cell_by}',
         "__per_unit": 'SELECT "__unit", sum("__n") AS "__n", count(*) AS "__g" FROM "__cells" GROUP BY "__unit"',
         "__within": f'SELECT c.* FROM "__cells" AS c JOIN "__per_unit" AS u USING ("__unit") WHERE {within}',
-        "__over_rows": (f'SELECT r.* FROM "__rows" AS r JOIN "__per_unit" AS u USING ("__unit") '
-                        f'WHERE NOT ({within}) QUALIFY row_number() OVER (PARTITION BY "__unit" '
-                        f'ORDER BY "__row_order", {row_ids}) <= {int(bounds.max_rows)}'),
-        **({"__over": (f'SELECT * FROM "__over_rows" QUALIFY dense_rank() OVER (PARTITION BY "__unit" '
-                       f'ORDER BY hash({int(bounds.salt)}, "__unit", {keys}), {keys}) <= {int(bounds.max_groups)}')}
-           if plan.keys else {}),
+        "__over_groups": (f'SELECT {cell_by} FROM "__cells" AS c JOIN "__per_unit" AS u USING ("__unit") '
+                          f'WHERE NOT ({within}){largest}'),
+        "__over_rows": (f'SELECT r.* FROM "__rows" AS r JOIN "__over_groups" AS g ON {in_group} '
+                        f'QUALIFY row_number() OVER (PARTITION BY r."__unit" ORDER BY "__row_order", '
+                        f'{row_ids}) <= {int(bounds.max_rows)}'),
         "__bounded": (f'SELECT * FROM "__within" UNION ALL '
-                      f'SELECT {cell_by}, {partials} FROM "{over}" GROUP BY {cell_by}'),
+                      f'SELECT {cell_by}, {partials} FROM "__over_rows" GROUP BY {cell_by}'),
     }
     final = exp.select(
         *(_named(exp.column(f"__k{i}", quoted=True), k.name) for i, k in enumerate(plan.keys)),

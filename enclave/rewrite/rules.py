@@ -33,15 +33,24 @@ Rule = Callable[[Plan, RewriteContext], Plan]
 
 
 def split_averages(plan: Plan, ctx: RewriteContext) -> Plan:
-    """AVG(x) becomes SUM(x) and COUNT(x): the two are noised apart and divided after noise."""
+    """AVG(x) becomes SUM(x - c) and COUNT(x), noised apart and divided after noise: mean = c + sum / count.
+
+    The sum is centred on c, its bounds' midpoint (rounded to a millionth), so one person moves it by at
+    most R·(hi - lo)/2 instead of R·max(|lo|, |hi|): half the noise for a column in [0, hi]. Where x has
+    a value on every row (`never_null`), COUNT(x) is COUNT(*), so the plan noises it once with any
+    COUNT(*) of the query (disclosure.plan dedupes equal quantities).
+    """
     measures: list[Measure] = []
     for m in plan.measures:
         if m.function != "avg":
             measures.append(m)
             continue
-        measures.append(dataclasses.replace(m, name=f"{m.name}__sum", function="sum", part="sum"))
+        low, high = m.bounds or (0.0, 0.0)
+        centre = round((low + high) / 2, 6)
+        measures.append(dataclasses.replace(m, name=f"{m.name}__sum", function="sum", part="sum", centre=centre))
+        count_arg = None if m.never_null or m.arg is None else m.arg.copy()
         measures.append(dataclasses.replace(m, name=f"{m.name}__count", function="count", part="count",
-                                            arg=m.arg.copy() if m.arg is not None else None))
+                                            arg=count_arg))
     return dataclasses.replace(plan, measures=tuple(measures))
 
 
@@ -57,7 +66,8 @@ BOOLEAN = exp.DataType.build("BOOLEAN")
 
 
 def clamp_measures(plan: Plan, ctx: RewriteContext) -> Plan:
-    """Each summed value is clamped to its bounds and made an exact decimal; NULL stays NULL.
+    """Each summed value is clamped to its bounds and made an exact decimal (minus its centre, for a centred
+    sum); NULL stays NULL.
 
     Exact decimals make DuckDB's sum exact (no floating-point rounding that could let one person move
     a sum by more than the sensitivity the noise is calibrated to), and the noise is then added to an
@@ -75,7 +85,10 @@ def clamp_measures(plan: Plan, ctx: RewriteContext) -> Plan:
                      exp.If(this=exp.GT(this=value.copy(), expression=_number(high)), true=_number(high))],
                 default=value,
             )
-            m = dataclasses.replace(m, arg=exp.Cast(this=clamped, to=SUM_TYPE.copy()))
+            summed: exp.Expr = exp.Cast(this=clamped, to=SUM_TYPE.copy())
+            if m.centre:
+                summed = exp.Cast(this=exp.Sub(this=summed, expression=_number(m.centre)), to=SUM_TYPE.copy())
+            m = dataclasses.replace(m, arg=summed)
         measures.append(m)
     return dataclasses.replace(plan, measures=tuple(measures))
 
