@@ -222,7 +222,8 @@ def plan_summary(plan: PrivacyPlan, cost: Cost | None = None) -> dict[str, objec
         "group_selection": "public keys" if plan.groups is not None else f"threshold {plan.selection_threshold}",
         "suppression_threshold": plan.suppression_threshold,
         "quantities": [{"column": q.column, "mechanism": q.mechanism, "sensitivity": q.sensitivity,
-                        "scale": q.scale, "epsilon": q.epsilon, "accuracy": q.accuracy} for q in plan.quantities],
+                        "scale": q.scale, "epsilon": q.epsilon, "weight": q.weight, "accuracy": q.accuracy}
+                       for q in plan.quantities],
     }
 
 

@@ -97,6 +97,9 @@ class QuantityOut(BaseModel):
     sensitivity: float
     scale: float
     epsilon: float
+    weight: float = Field(1.0, description="Its weight in the split of ε: 1 for a released output's quantity, "
+                          "a quarter for the count an AVG divides by, the rules' suppression_weight for a count "
+                          "of persons that only decides suppression (README, Privacy).")
     accuracy: float
 
 

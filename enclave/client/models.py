@@ -106,7 +106,8 @@ class Budget:
 @dataclass(frozen=True)
 class Quantity:
     """One noised quantity of a plan: its mechanism, sensitivity and noise scale (in the column's own
-    units), its share of ε, and `accuracy`, the half-width of its interval at 1 - alpha."""
+    units), its share of ε and the weight that share was split by, and `accuracy`, the half-width of its
+    interval at 1 - alpha."""
 
     column: str
     mechanism: str
@@ -114,6 +115,7 @@ class Quantity:
     scale: float
     epsilon: float
     accuracy: float
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ class Quantity:
     epsilon: float
     accuracy: float
     centre: float = 0.0  # a sum of `x - centre`; a mean adds it back (protect)
+    weight: float = 1.0  # its weight in the split of ε (the module docstring's allocation rule)
 
     @property
     def scale(self) -> float:
@@ -169,7 +170,8 @@ def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, ep
             scale, spent = noise.scale_for(d_in, share)
             mechanism = "discrete_laplace"
         quantities.append(Quantity(measure.name, measure.function, unit, mechanism, d_in / unit, scale, spent,
-                                   noise.accuracy(scale, rules.privacy.alpha) / unit, measure.centre))
+                                   noise.accuracy(scale, rules.privacy.alpha) / unit, measure.centre,
+                                   weight[measure.name]))
     total = sum(q.epsilon for q in quantities)
     if total > epsilon * (1 + 1e-9):
         raise PlanError("epsilon_out_of_range", "The mechanisms would spend more than the ε asked for.")

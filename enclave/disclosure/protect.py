@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import math
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -64,8 +65,22 @@ def _units(value: object, unit: int) -> int:
     return max(-LIMIT, min(LIMIT, units))
 
 
+def _outward(low: float, high: float, digits: int) -> tuple[float, float]:
+    """An interval rounded to `digits` decimals away from its middle, so rounding never makes it miss."""
+    scale = 10.0**digits
+    return (math.floor(round(low * scale, 6)) / scale, math.ceil(round(high * scale, 6)) / scale)
+
+
+def _digits(half_width: float) -> int:
+    """Decimals to show a value of this precision with: at least DIGITS, and enough that rounding moves it
+    by at most a hundredth of its interval's half-width (a rate of ±0.004 keeps five)."""
+    if not math.isfinite(half_width) or half_width <= 0:
+        return DIGITS
+    return max(DIGITS, 2 - math.floor(math.log10(half_width)))
+
+
 def _interval(value: float, half_width: float) -> tuple[float, float]:
-    return (round(value - half_width, DIGITS), round(value + half_width, DIGITS))
+    return _outward(value - half_width, value + half_width, _digits(half_width))
 
 
 class Protected(NamedTuple):
@@ -161,11 +176,12 @@ def _cell(column: AggregateColumn, position: int, suppressed: bool, plan: Privac
             return Cell(value=None, mechanism="laplace_ratio", reason="no estimate: the noisy count is not positive")
         low, high = column.bounds or (-np.inf, np.inf)
         span = intervals.interval(value, simulated[:, position], plan.alpha, low, high)
-        return _rounded(Cell(value=round(value, DIGITS), mechanism="laplace_ratio",
+        digits = _digits((span[1] - span[0]) / 2) if span is not None else DIGITS
+        return _rounded(Cell(value=round(value, digits), mechanism="laplace_ratio",
                              scale=plan.quantity(f"{column.name}__sum").scale,
-                             interval=_interval_of(span)), column.digits)
+                             interval=_outward(*span, digits) if span is not None else None), column.digits)
     quantity = plan.quantity(column.name)
-    shown: CellValue = int(value) if quantity.unit == 1 else round(value, DIGITS)
+    shown: CellValue = int(value) if quantity.unit == 1 else round(value, _digits(quantity.accuracy))
     return _rounded(Cell(value=shown, mechanism=quantity.mechanism, scale=quantity.scale,
                          interval=_interval(value, quantity.accuracy)), column.digits)
 
@@ -182,13 +198,13 @@ def _derived_cell(column: DerivedColumn, position: int, suppressed: bool, plan: 
         return Cell(value=None, mechanism="derived", derived=True, reason="no value: an input has no estimate, or "
                     "a divisor is zero (or a non-positive noisy count)")
     span = intervals.interval(value, simulated[:, position], plan.alpha)
-    reason = None if span is not None else "no interval: too many simulated releases of the inputs give no value"
-    return _rounded(Cell(value=value, mechanism="derived", interval=span, reason=reason, derived=True),
-                    column.digits)
-
-
-def _interval_of(span: tuple[float, float] | None) -> tuple[float, float] | None:
-    return (round(span[0], DIGITS), round(span[1], DIGITS)) if span is not None else None
+    if span is None:
+        return _rounded(Cell(value=round(value, DIGITS), mechanism="derived", derived=True,
+                             reason="no interval: too many simulated releases of its inputs give no value"),
+                        column.digits)
+    digits = _digits((span[1] - span[0]) / 2)  # shown to its precision, as a mean is
+    return _rounded(Cell(value=round(value, digits), mechanism="derived", interval=_outward(*span, digits),
+                         derived=True), column.digits)
 
 
 def _rounded(cell: Cell, digits: int | None) -> Cell:
@@ -196,7 +212,7 @@ def _rounded(cell: Cell, digits: int | None) -> Cell:
     if digits is None or cell.value is None:
         return cell
     value = round(cell.value, digits)  # type: ignore[arg-type]
-    interval = tuple(round(bound, digits) for bound in cell.interval) if cell.interval else None
+    interval = _outward(*cell.interval, digits) if cell.interval else None
     return cell.model_copy(update={"value": value, "interval": interval})
 
 

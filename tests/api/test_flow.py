@@ -102,7 +102,10 @@ def test_a_researcher_is_onboarded_queries_and_is_cut_off_and_the_auditor_verifi
     assert plan["epsilon"] == 1.0
     assert len(plan["quantities"]) >= 2
     assert sum(q["epsilon"] for q in plan["quantities"]) == pytest.approx(1.0)
-    assert len({q["epsilon"] for q in plan["quantities"]}) == 1
+    # split by weight: the count (also what the mean divides by) and the mean's sum 1 each, the count of
+    # persons that only decides suppression a quarter
+    assert {q["column"]: q["weight"] for q in plan["quantities"]} == {"n": 1.0, "absent__sum": 1.0, "__units": 0.25}
+    assert all(q["epsilon"] == pytest.approx(q["weight"] / 2.25) for q in plan["quantities"])
     assert all(q["scale"] > 0 and q["mechanism"] for q in plan["quantities"])
     assert budget_of(carol) == before
 

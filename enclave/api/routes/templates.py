@@ -159,7 +159,8 @@ def get_review(template_id: TemplateId, enclave: EnclaveDep, principal: Reviewer
     built = review.report(enclave, spec, cap / EPSILON_UNIT if cap is not None else None)
     plan = built.plan
     quantities = [QuantityOut(column=q.column, mechanism=q.mechanism, sensitivity=q.sensitivity, scale=q.scale,
-                              epsilon=q.epsilon, accuracy=q.accuracy) for q in (plan.quantities if plan else ())]
+                              epsilon=q.epsilon, weight=q.weight, accuracy=q.accuracy)
+                  for q in (plan.quantities if plan else ())]
     return TemplateReview(
         **_out(template).model_dump(), last_event=_last_events(enclave, template.id).get(template.id),
         accepted=built.accepted, slots=[SlotOut(**vars(s)) for s in built.slots], violations=built.violations,
