@@ -66,7 +66,12 @@ PLACES: dict[type[exp.Expr], frozenset[tuple[type[exp.Expr], str]]] = {
                         (exp.Limit, "expression")}),
 }
 
-_AGGREGATES = {"count": exp.Count, "count_distinct_unit": exp.Count, "sum": exp.Sum, "avg": exp.Avg}
+# The rules' aggregate names and the sqlglot nodes each allows (STDDEV is STDDEV_SAMP, VARIANCE is VAR_SAMP).
+AGGREGATE_NODES: dict[str, tuple[type[exp.Expr], ...]] = {
+    "count": (exp.Count,), "count_distinct_unit": (exp.Count,), "sum": (exp.Sum,), "avg": (exp.Avg,),
+    "median": (exp.Median,), "quantile_cont": (exp.PercentileCont,), "var_pop": (exp.VariancePop,),
+    "var_samp": (exp.Variance,), "stddev_pop": (exp.StddevPop,), "stddev_samp": (exp.StddevSamp, exp.Stddev),
+}
 
 
 def _classes(*names: str) -> tuple[type[exp.Expr], ...]:
@@ -162,7 +167,7 @@ class _Walker:
         self.source = source
         self.rules = rules
         self.operators = frozenset(rules.operators)
-        self.aggregates = {_AGGREGATES[name] for name in rules.aggregates}
+        self.aggregates = {node for name in rules.aggregates for node in AGGREGATE_NODES[name]}
         # HAVING is part of the grammar only where the rules let it run on released values (post_processing)
         self.select_args = STRUCTURE[exp.Select] | ({"having"} if "having" in rules.post_processing else set())
         self.violations: list[Violation] = []
@@ -195,7 +200,8 @@ class _Walker:
             name = _describe(node, self.source)
             self.violations.append(at(code, f"Aggregate {name} is not allowed.", self.source, node,
                                       "allowed aggregates: COUNT(*), COUNT(column), COUNT(DISTINCT <privacy "
-                                      "unit>), SUM(bounded), AVG(bounded)"))
+                                      "unit>), and of a bounded argument SUM, AVG, MEDIAN, QUANTILE_CONT(x, p), "
+                                      "VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP"))
         elif code == "star_not_allowed" and isinstance(node, exp.Star) and isinstance(parent, exp.Column):
             self.refuse("whole_row_reference", "A table reference with .* is not allowed.", node)
         elif code in ("construct_not_allowed", "operator_not_allowed"):

@@ -19,6 +19,7 @@ from enclave.catalog.manifest import Column, Manifest
 from enclave.check.bounds import Interval, bounds, never_null
 from enclave.check.scope import Source, sources, using_columns
 from enclave.check.semantics import (
+    BOUNDED_AGGREGATES,
     Context,
     aggregate_function,
     derived,
@@ -26,6 +27,7 @@ from enclave.check.semantics import (
     order_position,
     output_items,
     output_name,
+    quantile_of,
     rounded,
 )
 
@@ -40,7 +42,8 @@ class KeyColumn:
 
 @dataclass(frozen=True)
 class AggregateColumn:
-    """An output column that is an aggregate: count, count_distinct_unit, sum or avg of `arg`."""
+    """An output column that is an aggregate of `arg`: count, count_distinct_unit, sum, avg, quantile (MEDIAN
+    and QUANTILE_CONT), var_pop, var_samp, stddev_pop or stddev_samp."""
 
     name: str
     function: str
@@ -48,6 +51,7 @@ class AggregateColumn:
     bounds: Interval | None
     digits: int | None = None  # ROUND(aggregate, digits): applied to the released value
     never_null: bool = False  # `arg` has a value on every row (check.bounds.never_null)
+    quantile: float | None = None  # the fraction p of a quantile (MEDIAN is the quantile 0.5)
     hidden: bool = False  # computed and noised only for a derived column or HAVING; never released itself
 
 
@@ -67,7 +71,7 @@ OutputColumn = KeyColumn | AggregateColumn | DerivedColumn
 
 def column_kind(column: OutputColumn) -> str:
     """What an output column is, as a release and a check report name it: key, its aggregate's function
-    (count, count_distinct_unit, sum, avg) or derived."""
+    (count, sum, avg, quantile, ...) or derived."""
     if isinstance(column, KeyColumn):
         return "key"
     return column.function if isinstance(column, AggregateColumn) else "derived"
@@ -278,12 +282,14 @@ def _aggregate_column(node: exp.AggFunc, name: str, digits: int | None, ctx: Con
     if isinstance(arg, exp.Distinct):  # COUNT(DISTINCT t.person_id): which table's persons it counts
         arg = arg.expressions[0]
     interval = None
-    if function in ("sum", "avg") and arg is not None:
+    if function in BOUNDED_AGGREGATES and arg is not None:
         interval = bounds(arg, lambda c: (r.column if (r := ctx.resolve(c, scope)) else None))
 
     def column_of(column: exp.Column) -> Column | None:
         resolved = ctx.resolve(column, scope)
         return resolved.column if resolved is not None and resolved.source.alias not in left else None
 
-    present = arg is not None and function == "avg" and never_null(arg, column_of)
-    return AggregateColumn(name, function, arg, interval, digits, present, hidden)
+    present = arg is not None and function in BOUNDED_AGGREGATES and never_null(arg, column_of)
+    quantile = quantile_of(node) if function in ("median", "quantile_cont") else None
+    return AggregateColumn(name, "quantile" if quantile is not None else function, arg, interval, digits, present,
+                           quantile, hidden)

@@ -15,6 +15,7 @@ from sqlglot import exp
 
 from enclave.catalog.manifest import Manifest
 from enclave.check.bounds import bounds
+from enclave.check.grammar import AGGREGATE_NODES
 from enclave.check.scope import Resolved, Source, candidates, sources, usable_columns
 from enclave.check.violations import Violation, at
 from enclave.policy.rules import Rules
@@ -299,10 +300,14 @@ def check_aggregates(tree: exp.Select, ctx: Context) -> list[Violation]:
 
 
 def aggregate_function(node: exp.AggFunc) -> str:
-    """The rules' name for an aggregate node: count, count_distinct_unit, sum or avg."""
+    """The rules' name for an aggregate node (grammar.AGGREGATE_NODES), e.g. count_distinct_unit."""
     if isinstance(node, exp.Count):
         return "count_distinct_unit" if isinstance(node.this, exp.Distinct) else "count"
-    return node.key
+    return next((name for name, nodes in AGGREGATE_NODES.items() if type(node) in nodes), node.key)
+
+
+BOUNDED_AGGREGATES = frozenset({"sum", "avg", "median", "quantile_cont", "var_pop", "var_samp", "stddev_pop",
+                                "stddev_samp"})
 
 
 def _aggregate_form(node: exp.AggFunc, scope: list[Source], allowed: set[str], ctx: Context) -> list[Violation]:
@@ -321,7 +326,10 @@ def _aggregate_form(node: exp.AggFunc, scope: list[Source], allowed: set[str], c
     if function not in allowed:
         return [at("aggregate_not_allowed", f"{function.upper()} is not allowed by the rules.", ctx.source, node,
                    "allowed aggregates: " + ", ".join(sorted(allowed)))]
-    if function in ("sum", "avg") and bounds(node.this, lambda c: _lookup(c, scope, ctx)) is None:
+    if function == "quantile_cont" and quantile_of(node) is None:
+        return [at("quantile_not_allowed", "QUANTILE_CONT takes a literal fraction strictly between 0 and 1.",
+                   ctx.source, node.expression or node, "write e.g. QUANTILE_CONT(x, 0.9); MEDIAN(x) is 0.5")]
+    if function in BOUNDED_AGGREGATES and bounds(node.this, lambda c: _lookup(c, scope, ctx)) is None:
         bounded = [f"{s.alias}.{n}" for s in scope for n, c in
                    (ctx.manifest.tables[s.table].columns.items() if s.table in ctx.manifest.tables else [])
                    if c.value_bounds is not None or c.type == "BOOLEAN"]
@@ -329,6 +337,17 @@ def _aggregate_form(node: exp.AggFunc, scope: list[Source], allowed: set[str], c
                    ctx.source, node.this, "aggregate a bounded column (" + ", ".join(bounded) + ") or an "
                    "expression of them and literals, e.g. CASE WHEN ... THEN 1 ELSE 0 END")]
     return []
+
+
+def quantile_of(node: exp.AggFunc) -> float | None:
+    """The fraction p of MEDIAN (0.5) or QUANTILE_CONT(x, p) (a numeric literal in (0, 1)), else None."""
+    if isinstance(node, exp.Median):
+        return 0.5
+    p = node.args.get("expression")
+    if isinstance(p, exp.Literal) and not p.is_string:
+        value = float(p.this)
+        return value if 0 < value < 1 else None
+    return None
 
 
 def _lookup(column: exp.Column, scope: list[Source], ctx: Context):

@@ -59,7 +59,8 @@ CODES: dict[str, str] = {
     "worst_case_too_large": "In the worst case the query's joins produce more rows, or need more time, than the "
     "rules allow (known from the contribution bounds and the tables' sizes, before anything runs).",
     "aggregate_misplaced": "An aggregate nested in another, or in WHERE, GROUP BY or a join condition.",
-    "unbounded_aggregate": "SUM or AVG of an expression with no known bounds.",
+    "unbounded_aggregate": "SUM, AVG, a quantile or a variance of an expression with no known bounds.",
+    "quantile_not_allowed": "QUANTILE_CONT with a fraction that is not a literal strictly between 0 and 1.",
     "output_not_aggregate": "An output column that is neither an aggregate (or, where the rules allow, arithmetic of "
     "aggregates) nor a grouping key.",
     "derived_not_allowed": "An expression of aggregates using more than + - * /, unary minus, parentheses, numeric "

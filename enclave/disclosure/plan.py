@@ -17,8 +17,16 @@ also decides which groups exist, and weighs 1.
 Sensitivities, for adding or removing one person who contributes at most N rows and G groups:
 - COUNT(*) and COUNT(x): N (the person's rows, however they fall into groups)
 - COUNT(DISTINCT unit): min(G, N) with GROUP BY (one per group reached), 1 without
-- SUM(x) with x clamped to [lo, hi]: N * max(|lo|, |hi|); centred on c (an AVG's sum): N * max(|lo - c|,
-  |hi - c|), which is N * (hi - lo) / 2 at the midpoint
+- SUM(x) with x clamped to [lo, hi]: N * max(|lo|, |hi|); centred on c (an AVG's or a variance's sum):
+  N * max(|lo - c|, |hi - c|), which is N * (hi - lo) / 2 at the midpoint
+- a variance's SUM((x - c)²): N * ((hi - lo) / 2)²
+- a quantile's histogram (a count per group and bin of the grid): N in L1 over all groups and bins, as
+  each row is in one bin of one group
+
+A variance weighs its sum of squares 1, its centred sum 1 and its count a half: var = Q/n - (S/n)² moves
+with the sum's noise by 2·|mean - c| and with the count's by |var - (mean - c)²|, which for a mean near
+a bound are as large as the sum of squares' own (a skewed measure, days absent in [0, 180], is the usual
+case). A quantile weighs its histogram 1 (several quantiles of one x share it).
 
 Every quantity is an integer, so all noise is OpenDP's discrete Laplace and no sensitivity is
 understated by floating-point arithmetic: sums are exact DECIMAL(38, 6) in DuckDB and are noised as an
@@ -69,6 +77,7 @@ class Quantity:
     accuracy: float
     centre: float = 0.0  # a sum of `x - centre`; a mean adds it back (protect)
     weight: float = 1.0  # its weight in the split of ε (the module docstring's allocation rule)
+    edges: tuple[float, ...] = ()  # a histogram's bin edges: one noised count per group and bin
 
     @property
     def scale(self) -> float:
@@ -101,14 +110,15 @@ def sensitivity(function: str, bounds: tuple[float, float] | None, rows: int, gr
     """L1 sensitivity of one quantity, in its noised integer units (see the module docstring)."""
     if function == "count_units":
         return min(groups, rows) if grouped else 1
-    if function == "count":
+    if function in ("count", "histogram"):  # a row is in one bin of one group's histogram
         return rows
     low, high = bounds or (0.0, 0.0)
     return rows * math.ceil(max(abs(low - centre), abs(high - centre)) * SUM_UNIT)
 
 
 # The weight of each part of an output in the split of ε (see the module docstring).
-PART_WEIGHTS = {"value": 1.0, "sum": 1.0, "count": 0.25}
+PART_WEIGHTS = {"value": 1.0, "sum": 1.0, "count": 0.25, "histogram": 1.0, "squares": 1.0, "var_sum": 1.0,
+                "var_count": 0.5}
 
 
 def _weight(measure: Measure, weights: Mapping[str, float], rules: Rules, selects: bool) -> float:
@@ -171,7 +181,7 @@ def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, ep
             mechanism = "discrete_laplace"
         quantities.append(Quantity(measure.name, measure.function, unit, mechanism, d_in / unit, scale, spent,
                                    noise.accuracy(scale, rules.privacy.alpha) / unit, measure.centre,
-                                   weight[measure.name]))
+                                   weight[measure.name], measure.edges))
     total = sum(q.epsilon for q in quantities)
     if total > epsilon * (1 + 1e-9):
         raise PlanError("epsilon_out_of_range", "The mechanisms would spend more than the ε asked for.")

@@ -27,10 +27,10 @@ from typing import NamedTuple
 import numpy as np
 
 from enclave.check.query import AggregateColumn, DerivedColumn, KeyColumn, column_kind
-from enclave.disclosure import intervals, noise
+from enclave.disclosure import intervals, noise, statistics
 from enclave.disclosure.derived import evaluate, keep
 from enclave.disclosure.keys import KeyValue
-from enclave.disclosure.plan import PrivacyPlan
+from enclave.disclosure.plan import PrivacyPlan, Quantity
 from enclave.disclosure.release import Cell, CellValue, ReleaseColumn
 from enclave.execute.sandbox import RawResult
 from enclave.rewrite import RewrittenQuery
@@ -96,38 +96,39 @@ def protect(raw: RawResult, rewritten: RewrittenQuery, plan: PrivacyPlan) -> Pro
     """The released columns and rows of one executed query."""
     query = rewritten.checked
     width = len(query.keys)
-    index = {name: i for i, name in enumerate(raw.columns)}
-    true_rows = {tuple(row[:width]): row for row in raw.rows}
-    units_column = index[plan.sources[UNITS]]
-    groups, selected = _groups(plan, {key: int(row[units_column] or 0) for key, row in true_rows.items()})
+    units_column = raw.columns.index(plan.sources[UNITS])
+    groups, selected = _groups(plan, {tuple(row[:width]): int(row[units_column] or 0) for row in raw.rows})
 
     noisy: dict[str, np.ndarray] = {}
     for quantity in plan.quantities:
         if selected is not None and quantity.mechanism == "laplace_threshold":
             noisy[quantity.column] = np.array([selected[group] for group in groups], dtype=np.int64)
             continue
-        vector = [_units(true_rows[g][index[quantity.column]], quantity.unit) if g in true_rows else 0
-                  for g in groups]
+        vector = true_vector(raw, width, quantity, groups)
         noisy[quantity.column] = np.array(noise.vector_laplace(quantity.noise_scale)(vector) if vector else [],
                                           dtype=np.int64)
-    del true_rows, raw  # from here on only noisy values are read: the released ones, and replicates of them
-    released = {q.column: noisy[q.column] / q.unit for q in plan.quantities}
-    draws = intervals.draws_for(len(groups))
-    replicated = {q.column: intervals.replicates(noisy[q.column], q.noise_scale, draws) / q.unit
-                  for q in plan.quantities}
-    values = {c.name: _estimate(c, plan, released) for c in query.aggregates}
-    simulated = {c.name: _estimate(c, plan, replicated) for c in query.aggregates}
+    del raw  # from here on only noisy values are read: the released ones, and replicates of them
+    bins = max([len(q.edges) - 1 for q in plan.quantities if q.edges] or [1])
+    draws = intervals.draws_for(len(groups) * bins)
+    released = {q.column: _shaped(noisy[q.column], q, len(groups)) / q.unit for q in plan.quantities}
+    replicated = {q.column: _shaped(intervals.replicates(noisy[q.column], q.noise_scale, draws), q, len(groups))
+                  / q.unit for q in plan.quantities}
+    values = {c.name: statistics.estimate(c, plan, released) for c in query.aggregates}
+    unclamped = {c.name: (statistics.estimate(c, plan, released, clamp=False),
+                          statistics.estimate(c, plan, replicated, clamp=False)) for c in query.aggregates}
 
     persons = released[plan.sources[UNITS]]
     suppressed = persons < plan.suppression_threshold
     counts = frozenset(c.name for c in query.aggregates if c.function in ("count", "count_distinct_unit"))
-    # a suppressed group's values are no values to post-processing, as they are to the researcher
+    # Post-processing SQL sees the released values (a suppressed group's are none, as for the researcher)
+    # and, for a derived column's interval, the same statistics of the replicates.
     shown = {name: np.where(suppressed, np.nan, value) for name, value in values.items()}
+    simulated = {c.name: statistics.estimate(c, plan, replicated) for c in query.aggregates} if query.derived else {}
     derived = {c.name: (evaluate(c.expr, shown, counts), evaluate(c.expr, simulated, counts)) for c in query.derived}
     rows = [[_key_cell(column, group, plan, query.keys) if isinstance(column, KeyColumn) else
              _derived_cell(column, position, bool(suppressed[position]), plan, *derived[column.name])
              if isinstance(column, DerivedColumn) else
-             _cell(column, position, bool(suppressed[position]), plan, values[column.name], simulated[column.name])
+             _cell(column, position, bool(suppressed[position]), plan, values[column.name], *unclamped[column.name])
              for column in query.columns] for position, group in enumerate(groups)]
     removed = None
     if query.having is not None:
@@ -148,17 +149,26 @@ def _objects(items: list[KeyValue]) -> np.ndarray:
     return array
 
 
-def _estimate(column: AggregateColumn, plan: PrivacyPlan, noisy: dict[str, np.ndarray]) -> np.ndarray:
-    """An output's value in every group from its noisy quantities (NaN: no estimate); `noisy` holds either
-    the released vectors or their replicates (draws x groups), in the values' own units."""
-    if column.function != "avg":
-        return noisy[plan.quantity(column.name).column].astype(float)
-    total_q, count_q = plan.quantity(f"{column.name}__sum"), plan.quantity(f"{column.name}__count")
-    total, count = noisy[total_q.column], noisy[count_q.column]
-    low, high = column.bounds or (-np.inf, np.inf)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.clip(total_q.centre + total / count, low, high)
-    return np.where(count > 0, mean, np.nan)
+def true_vector(raw: RawResult, width: int, quantity: Quantity, groups: list[tuple[KeyValue, ...]]) -> list[int]:
+    """A quantity's true values over the groups (keys: the first `width` columns of `raw`), as the
+    integers its noise is added to; a group without a row is zero. Read by protect alone (and by the
+    exact-value tests, which compute each statistic from it without noise)."""
+    column = raw.columns.index(quantity.column)
+    rows = {tuple(row[:width]): row[column] for row in raw.rows}
+    return [v for group in groups for v in _vector(rows.get(group), quantity)]
+
+
+def _vector(value: object, quantity: Quantity) -> list[int]:
+    """One group's true value as the integers its noise is added to: one, or a histogram's count per bin."""
+    if not quantity.edges:
+        return [_units(value, quantity.unit)]
+    counts = value if isinstance(value, dict) else {}
+    return [_units(counts.get(b), 1) for b in range(len(quantity.edges) - 1)]
+
+
+def _shaped(vector: np.ndarray, quantity: Quantity, groups: int) -> np.ndarray:
+    """A noised vector (or replicates of it) with a histogram's bins on a last axis of their own."""
+    return vector.reshape(*vector.shape[:-1], groups, len(quantity.edges) - 1) if quantity.edges else vector
 
 
 def _key_cell(column: KeyColumn, group: tuple, plan: PrivacyPlan, keys: tuple[KeyColumn, ...]) -> Cell:
@@ -166,19 +176,22 @@ def _key_cell(column: KeyColumn, group: tuple, plan: PrivacyPlan, keys: tuple[Ke
 
 
 def _cell(column: AggregateColumn, position: int, suppressed: bool, plan: PrivacyPlan, values: np.ndarray,
-          simulated: np.ndarray) -> Cell:
+          unclamped: np.ndarray, simulated: np.ndarray) -> Cell:
+    """One released statistic; a statistic of several quantities gets its interval from the replicates of
+    its unclamped value (`simulated`), clamped after."""
     if suppressed:
         return Cell(value=None, suppressed=True,
                     reason=f"fewer than {plan.suppression_threshold} persons (noisy count)")
     value = float(values[position])
-    if column.function == "avg":
+    if column.function in statistics.SIMULATED:
+        part, mechanism = statistics.SIMULATED[column.function]
         if not np.isfinite(value):
-            return Cell(value=None, mechanism="laplace_ratio", reason="no estimate: the noisy count is not positive")
-        low, high = column.bounds or (-np.inf, np.inf)
-        span = intervals.interval(value, simulated[:, position], plan.alpha, low, high)
+            return Cell(value=None, mechanism=mechanism, reason="no estimate: the noisy count is too small")
+        span = intervals.interval(float(unclamped[position]), simulated[:, position], plan.alpha,
+                                  *statistics.feasible(column, plan))
         digits = _digits((span[1] - span[0]) / 2) if span is not None else DIGITS
-        return _rounded(Cell(value=round(value, digits), mechanism="laplace_ratio",
-                             scale=plan.quantity(f"{column.name}__sum").scale,
+        return _rounded(Cell(value=round(value, digits), mechanism=mechanism,
+                             scale=plan.quantity(f"{column.name}{part}").scale,
                              interval=_outward(*span, digits) if span is not None else None), column.digits)
     quantity = plan.quantity(column.name)
     shown: CellValue = int(value) if quantity.unit == 1 else round(value, _digits(quantity.accuracy))

@@ -35,7 +35,8 @@ class ReleaseColumn(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    kind: Literal["key", "count", "count_distinct_unit", "sum", "avg", "derived"]
+    kind: Literal["key", "count", "count_distinct_unit", "sum", "avg", "quantile", "var_pop", "var_samp", "stddev_pop",
+                  "stddev_samp", "derived"]
 
 
 class Release(BaseModel):

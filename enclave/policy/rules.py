@@ -47,7 +47,8 @@ Epsilon = Annotated[float, AfterValidator(_requested_epsilon),
                     WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": EPSILON_CEILING})]
 """The ε a request asks for: finite, above 0, at most EPSILON_CEILING (documented as such in JSON Schema)."""
 
-Aggregate = Literal["count", "count_distinct_unit", "sum", "avg"]
+Aggregate = Literal["count", "count_distinct_unit", "sum", "avg", "median", "quantile_cont", "var_pop", "var_samp",
+                    "stddev_pop", "stddev_samp"]
 JoinKind = Literal["inner", "left"]
 PostProcessing = Literal["having", "arithmetic"]
 

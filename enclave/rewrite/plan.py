@@ -18,8 +18,9 @@ from sqlglot import exp
 from enclave.check.bounds import Interval
 from enclave.check.query import AggregateColumn, CheckedQuery, KeyColumn
 
-Function = Literal["count", "count_units", "sum", "avg"]
-Part = Literal["value", "sum", "count", "units"]
+Function = Literal["count", "count_units", "sum", "avg", "histogram", "quantile", "var_pop", "var_samp",
+                   "stddev_pop", "stddev_samp"]
+Part = Literal["value", "sum", "count", "units", "histogram", "squares", "var_sum", "var_count"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Measure:
     bounds: Interval | None = None
     never_null: bool = False  # `arg` has a value on every row: COUNT(arg) is COUNT(*)
     centre: float = 0.0  # a sum adds up `arg - centre` (clamped first): see rewrite.rules.split_averages
+    edges: tuple[float, ...] = ()  # a histogram's bin edges: `arg` is the bin of each row (rules.bin_quantiles)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,9 @@ def plan_of(query: CheckedQuery) -> Plan:
         if value:
             relation.set(arg, [_detached(v) for v in value] if isinstance(value, list) else _detached(value))
     functions: dict[str, Function] = {"count": "count", "count_distinct_unit": "count_units", "sum": "sum",
-                                      "avg": "avg"}
+                                      "avg": "avg", "quantile": "quantile", "var_pop": "var_pop",
+                                      "var_samp": "var_samp", "stddev_pop": "stddev_pop",
+                                      "stddev_samp": "stddev_samp"}
     # hidden aggregates (used only by derived columns or HAVING) are computed and noised like the others
     measures = tuple(Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds,
                              never_null=c.never_null) for c in query.aggregates)
@@ -115,6 +119,8 @@ def _aggregate(measure: Measure, arg: exp.Expr | None, unit: exp.Expr) -> exp.Ex
         return exp.Count(this=exp.Distinct(expressions=[arg if arg is not None else unit]))
     if measure.function == "count":
         return exp.Count(this=arg if arg is not None else exp.Star())
+    if measure.function == "histogram":
+        return exp.func("histogram", arg)
     return (exp.Sum if measure.function == "sum" else exp.Avg)(this=arg)
 
 
@@ -186,8 +192,7 @@ def _bounded(plan: Plan, bounds: Bounds) -> exp.Select:
     keys = ", ".join(f'"__k{i}"' for i in range(len(plan.keys)))
     cell_by = ", ".join(['"__unit"', *([keys] if keys else [])])
     partials = ", ".join(['count(*) AS "__n"', *(
-        f'{"sum" if m.function == "sum" else "count"}("{column}") AS "{column}"' for m in plan.measures
-        if (column := args.get(m.name)))])
+        f'{_PARTIALS[m.function]}("{column}") AS "{column}"' for m in plan.measures if (column := args.get(m.name)))])
     row_ids = ", ".join(f'"__r{i}"' for i in range(len(identity)))
     within = f'u."__n" <= {int(bounds.max_rows)} AND u."__g" <= {int(bounds.max_groups)}'
     largest = (f' QUALIFY row_number() OVER (PARTITION BY "__unit" ORDER BY c."__n" DESC, '
@@ -228,6 +233,10 @@ def _parsed(fixed: str) -> exp.Expr:
     return _unpositioned(sqlglot.parse_one(fixed, read="duckdb"))
 
 
+# A measure's partial per (person, group) cell: a histogram keeps the cell's bins (its NULLs dropped).
+_PARTIALS = {"sum": "sum", "count": "count", "count_units": "count", "histogram": "list"}
+
+
 def _from_cells(measure: Measure, column: str | None) -> exp.Expr:
     """A measure as a total over (person, group) cells: a group's persons are its cells, and a joined
     table's persons the cells with at least one of its rows (a non-NULL person key of that table)."""
@@ -236,4 +245,7 @@ def _from_cells(measure: Measure, column: str | None) -> exp.Expr:
             return exp.Count(this=exp.Star())
         has_row = exp.GT(this=exp.column(column, quoted=True), expression=exp.Literal.number(0))
         return exp.Count(this=exp.Case(ifs=[exp.If(this=has_row, true=exp.Literal.number(1))]))
+    if measure.function == "histogram":  # the group's bins, counted: a MAP of bin -> rows
+        bins = exp.func("flatten", exp.func("list", exp.column(column or "__n", quoted=True)))
+        return exp.func("list_aggregate", bins, exp.Literal.string("histogram"))
     return exp.Sum(this=exp.column(column or "__n", quoted=True))

@@ -54,6 +54,55 @@ def split_averages(plan: Plan, ctx: RewriteContext) -> Plan:
     return dataclasses.replace(plan, measures=tuple(measures))
 
 
+# A quantile's grid: unit bins for integer bounds of at most this many values, else this many equal bins.
+MAX_BINS = 1024
+EQUAL_BINS = 256
+VARIANCES = ("var_pop", "var_samp", "stddev_pop", "stddev_samp")
+
+
+def quantile_edges(low: float, high: float) -> tuple[float, ...]:
+    """The bin edges of a quantile of values in [low, high]: public, from the bounds alone. Integer bounds
+    of at most MAX_BINS values get a bin per integer, [v, v + 1) (the quantile is then the integer whose
+    bin the noisy CDF crosses p in); others EQUAL_BINS bins of equal width."""
+    if float(low).is_integer() and float(high).is_integer() and high - low + 1 <= MAX_BINS:
+        return tuple(float(v) for v in range(int(low), int(high) + 2))
+    width = (high - low) / EQUAL_BINS if high > low else 1.0
+    return tuple(low + i * width for i in range(EQUAL_BINS + 1))
+
+
+def split_statistics(plan: Plan, ctx: RewriteContext) -> Plan:
+    """VAR_* and STDDEV_* of x become COUNT(x), SUM(x - c) and SUM((x - c)²), c the bounds' midpoint;
+    MEDIAN and QUANTILE_CONT of x become a histogram of x over a grid of its bounds (`quantile_edges`).
+
+    Each is noised as its own quantity and the statistic is computed from the noisy ones after noise
+    (disclosure.protect): var_pop = SUM((x - c)²)/n - (SUM(x - c)/n)², clamped to [0, ((hi - lo)/2)²];
+    a quantile is read off the noisy histogram by OpenDP's make_quantiles_from_counts. The sum of squares
+    is clamped to [0, ((hi - lo)/2)²] (clamp_measures), which is the square of x clamped to [lo, hi],
+    since c is the midpoint. The count and the centred sum are the same quantities an AVG(x) uses, so
+    with an AVG of the same x they are noised once.
+    """
+    measures: list[Measure] = []
+    for m in plan.measures:
+        low, high = m.bounds or (0.0, 0.0)
+        centre = round((low + high) / 2, 6)
+        if m.function in VARIANCES and m.arg is not None:
+            reach = max(abs(low - centre), abs(high - centre))
+            deviation = exp.Paren(this=exp.Sub(this=m.arg.copy(), expression=_number(centre)))
+            measures += [
+                dataclasses.replace(m, name=f"{m.name}__count", function="count", part="var_count",
+                                    arg=None if m.never_null else m.arg.copy()),
+                dataclasses.replace(m, name=f"{m.name}__sum", function="sum", part="var_sum", centre=centre),
+                dataclasses.replace(m, name=f"{m.name}__squares", function="sum", part="squares",
+                                    arg=exp.Mul(this=deviation, expression=deviation.copy()), bounds=(0.0, reach**2)),
+            ]
+        elif m.function == "quantile":
+            measures.append(dataclasses.replace(m, name=f"{m.name}__histogram", function="histogram",
+                                                part="histogram", edges=quantile_edges(low, high)))
+        else:
+            measures.append(m)
+    return dataclasses.replace(plan, measures=tuple(measures))
+
+
 def _number(value: float) -> exp.Literal:
     return exp.Literal.number(int(value) if float(value).is_integer() else value)
 
@@ -65,9 +114,35 @@ SUM_TYPE = exp.DataType(this=exp.DataType.Type.DECIMAL, nested=False, expression
 BOOLEAN = exp.DataType.build("BOOLEAN")
 
 
+def _clamped(arg: exp.Expr, low: float, high: float) -> exp.Expr:
+    """`arg` as DECIMAL(38, 6), clamped to [low, high]; NULL stays NULL."""
+    # the value becomes DECIMAL(38, 6) first (NULL if it cannot), so comparing it with the bounds
+    # (at most 1e9) can never fail: no error depends on whether some row reached the clamp
+    value = exp.TryCast(this=arg.copy(), to=SUM_TYPE.copy())
+    clamped = exp.Case(
+        ifs=[exp.If(this=exp.LT(this=value.copy(), expression=_number(low)), true=_number(low)),
+             exp.If(this=exp.GT(this=value.copy(), expression=_number(high)), true=_number(high))],
+        default=value,
+    )
+    return exp.Cast(this=clamped, to=SUM_TYPE.copy())
+
+
+def _bin(value: exp.Expr, edges: tuple[float, ...]) -> exp.Expr:
+    """The bin (0 .. len(edges) - 2) of a clamped value: its offset from the first edge on a unit grid,
+    else the floor of its offset in bin widths, the top bound kept in the last bin."""
+    low, last = edges[0], len(edges) - 2
+    offset = exp.Paren(this=exp.Sub(this=value, expression=_number(low)))
+    if all(float(e).is_integer() for e in edges) and edges[1] - edges[0] == 1:
+        return exp.Cast(this=exp.Floor(this=offset), to=exp.DataType.build("BIGINT"))
+    width = exp.Literal.number(repr(edges[1] - edges[0]))
+    index = exp.Cast(this=exp.Floor(this=exp.Div(this=offset, expression=width)), to=exp.DataType.build("BIGINT"))
+    return exp.Case(ifs=[exp.If(this=exp.GT(this=index.copy(), expression=exp.Literal.number(last)),
+                                true=exp.Literal.number(last))], default=index)
+
+
 def clamp_measures(plan: Plan, ctx: RewriteContext) -> Plan:
     """Each summed value is clamped to its bounds and made an exact decimal (minus its centre, for a centred
-    sum); NULL stays NULL.
+    sum); a histogram's value is clamped and becomes its bin; NULL stays NULL.
 
     Exact decimals make DuckDB's sum exact (no floating-point rounding that could let one person move
     a sum by more than the sensitivity the noise is calibrated to), and the noise is then added to an
@@ -75,20 +150,15 @@ def clamp_measures(plan: Plan, ctx: RewriteContext) -> Plan:
     """
     measures = []
     for m in plan.measures:
-        if m.function == "sum" and m.arg is not None and m.bounds is not None:
-            low, high = m.bounds
-            # the value becomes DECIMAL(38, 6) first (NULL if it cannot), so comparing it with the bounds
-            # (at most 1e9) can never fail: no error depends on whether some row reached the clamp
-            value = exp.TryCast(this=m.arg.copy(), to=SUM_TYPE.copy())
-            clamped = exp.Case(
-                ifs=[exp.If(this=exp.LT(this=value.copy(), expression=_number(low)), true=_number(low)),
-                     exp.If(this=exp.GT(this=value.copy(), expression=_number(high)), true=_number(high))],
-                default=value,
-            )
-            summed: exp.Expr = exp.Cast(this=clamped, to=SUM_TYPE.copy())
-            if m.centre:
-                summed = exp.Cast(this=exp.Sub(this=summed, expression=_number(m.centre)), to=SUM_TYPE.copy())
-            m = dataclasses.replace(m, arg=summed)
+        if m.function in ("sum", "histogram") and m.arg is not None and m.bounds is not None:
+            clamped = _clamped(m.arg, *m.bounds)
+            if m.function == "histogram":
+                m = dataclasses.replace(m, arg=_bin(clamped, m.edges))
+            elif m.centre:
+                m = dataclasses.replace(m, arg=exp.Cast(this=exp.Sub(this=clamped, expression=_number(m.centre)),
+                                                        to=SUM_TYPE.copy()))
+            else:
+                m = dataclasses.replace(m, arg=clamped)
         measures.append(m)
     return dataclasses.replace(plan, measures=tuple(measures))
 
@@ -251,6 +321,7 @@ def bound_contributions(plan: Plan, ctx: RewriteContext) -> Plan:
 
 RULES: tuple[Rule, ...] = (
     split_averages,
+    split_statistics,
     guard_errors,
     clamp_measures,
     parenthesize,

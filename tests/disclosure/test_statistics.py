@@ -6,8 +6,11 @@ from __future__ import annotations
 import math
 import statistics
 
+import numpy as np
+import opendp.prelude as dp
 import pytest
 
+from enclave.disclosure import statistics as released
 from enclave.disclosure.plan import plan_privacy
 from enclave.disclosure.protect import protect
 from enclave.execute.sandbox import RawResult
@@ -105,3 +108,24 @@ def test_means_are_clamped_noisy_ratios_with_their_interval(enclave, manifest, r
         assert cell.interval[0] <= cell.value <= cell.interval[1]
         values.append(cell.value)
     assert statistics.fmean(values) == pytest.approx(9.0, abs=0.2)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_quantiles_are_read_as_opendp_reads_them(p):
+    """statistics.quantiles is OpenDP's make_quantiles_from_counts (linear) wherever OpenDP's is defined,
+    on non-negative counts (OpenDP's binary search assumes a monotone CDF), zeros included."""
+    rng = np.random.default_rng(7)
+    edges = [float(e) for e in np.linspace(0, 180, 33)]
+    opendp_reads = dp.t.make_quantiles_from_counts(edges, [p], interpolation="linear", TA="f64")
+    counts = np.clip(rng.laplace(20, 15, size=(400, 32)).round(), 0, None)
+    counts[:50, :8] = 0  # empty bins
+    counts = counts[counts.sum(axis=1) > 0]
+    expected = np.array([opendp_reads([float(c) for c in row])[0] for row in counts])
+    assert released.quantiles(counts, np.asarray(edges), p) == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_noisy_cdf_that_goes_down_is_read_at_its_first_crossing():
+    edges = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    counts = np.array([6.0, -4.0, 5.0, 3.0])  # cumulative 6, 2, 7, 10: half of 10 is first reached in bin 0
+    assert released.quantiles(counts, edges, 0.5) == pytest.approx(5 / 6)
+    assert np.isnan(released.quantiles(np.array([2.0, -3.0, 1.0, -1.0]), edges, 0.5))  # total <= 0: none

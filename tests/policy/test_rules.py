@@ -22,7 +22,7 @@ def test_rules_load_and_are_identified_by_their_file_hash(rules, tmp_path):
 
 @pytest.mark.parametrize(("key", "value"), [
     ("operators", ["eq", "no_such_operator"]),
-    ("aggregates", ["count", "median"]),
+    ("aggregates", ["count", "mode"]),
     ("cast_types", ["not_a_type"]),
     ("suppression_threshold", 1),
     ("unknown_key", True),
