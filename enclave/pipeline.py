@@ -22,9 +22,9 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,9 +40,10 @@ from enclave.catalog.demo import DEFAULT_SEED, demo_key, ensure_demo
 from enclave.catalog.manifest import Manifest, load_manifest
 from enclave.catalog.versions import DataVersion
 from enclave.check import CheckResult, Violation, check
+from enclave.check.query import OutputColumn
 from enclave.check.violations import at
 from enclave.consent import registry
-from enclave.disclosure import replay
+from enclave.disclosure import preview, replay
 from enclave.disclosure.cache import ReleaseCache
 from enclave.disclosure.plan import PlanError, PrivacyPlan, plan_privacy, requested_epsilon
 from enclave.disclosure.protect import protect
@@ -213,9 +214,10 @@ def load_manifests(datasets_dir: Path, rules: Rules) -> dict[str, Manifest]:
     return manifests
 
 
-def plan_summary(plan: PrivacyPlan, cost: Cost | None = None) -> dict[str, object]:
-    """The plan as recorded and shown: no data in it, only mechanisms, scales and costs, and (with the
-    query's cost) its worst case and the deadline it will be answered at."""
+def plan_summary(plan: PrivacyPlan, columns: Sequence[OutputColumn], cost: Cost | None = None) -> dict[str, object]:
+    """The plan as recorded and shown: no data in it, only mechanisms, scales and costs, the interval each
+    output column will have, and (with the query's cost) its worst case and the deadline it will be
+    answered at."""
     timing = {"worst_case_rows": cost.worst_case_rows, "deadline_seconds": cost.deadline_seconds} if cost else {}
     return {**timing,
         "epsilon": plan.epsilon, "delta": plan.delta, "alpha": plan.alpha,
@@ -224,6 +226,7 @@ def plan_summary(plan: PrivacyPlan, cost: Cost | None = None) -> dict[str, objec
         "quantities": [{"column": q.column, "mechanism": q.mechanism, "sensitivity": q.sensitivity,
                         "scale": q.scale, "epsilon": q.epsilon, "weight": q.weight, "accuracy": q.accuracy}
                        for q in plan.quantities],
+        "outputs": [asdict(output) for output in preview.outputs(plan, columns)],
     }
 
 
@@ -576,7 +579,8 @@ class Enclave:
             except QueryError as error:
                 raise self._refuse(researcher, record, error, hooks) from None
         record.update(data_version=version.label, canonical_sql=rewritten.checked.canonical_sql,
-                      sql_executed_sha256=sha256_text(rewritten.sql), plan=plan_summary(plan, prepared.cost),
+                      sql_executed_sha256=sha256_text(rewritten.sql),
+                      plan=plan_summary(plan, rewritten.checked.columns, prepared.cost),
                       **({"consent": consent.summary} if consent is not None else {}))
         key = replay.request_key(researcher, dataset, version.label, rewritten.checked.canonical_sql, plan.epsilon)
         with _stage(timings, "reserve+audit"):

@@ -98,9 +98,17 @@ class QuantityOut(BaseModel):
     scale: float
     epsilon: float
     weight: float = Field(1.0, description="Its weight in the split of ε: 1 for a released output's quantity, "
-                          "a quarter for the count an AVG divides by, the rules' suppression_weight for a count "
+                          "or the researcher's weight of its output; the rules' suppression_weight for a count "
                           "of persons that only decides suppression (README, Privacy).")
     accuracy: float
+
+
+class OutputPlanOut(BaseModel):
+    column: str
+    kind: str = Field(description="The output's aggregate: count, count_distinct_unit, sum or avg.")
+    interval: str = Field(description="The interval it will be released with at 1 - alpha: '± <accuracy>' for a "
+                          "count or sum (exact), a formula in the group's count n for a mean, or 'by simulation "
+                          "at release'.")
 
 
 class PlanOut(BaseModel):
@@ -114,6 +122,8 @@ class PlanOut(BaseModel):
     group_selection: str
     suppression_threshold: int
     quantities: list[QuantityOut]
+    outputs: list[OutputPlanOut] = Field(description="Each aggregate output column and the interval it will be "
+                                         "released with, before anything is spent.")
 
 
 class CheckOut(BaseModel):

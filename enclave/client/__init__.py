@@ -35,6 +35,7 @@ from enclave.client.models import (
     Column,
     Dataset,
     DatasetSummary,
+    Output,
     Parameter,
     Plan,
     Quantity,
@@ -49,7 +50,8 @@ from enclave.client.session import DEFAULT_DATASET, Enclave
 
 __all__ = [
     "DEFAULT_DATASET", "Budget", "BudgetExhausted", "Cell", "CheckReport", "Column", "Conflict", "Dataset",
-    "DatasetSummary", "Enclave", "EnclaveError", "Forbidden", "InvalidRequest", "NotFound", "Parameter", "Plan",
-    "Quantity", "QueryFailed", "QueryRejected", "QueryStatus", "QuerySummary", "QueryTimeout", "RateLimited",
-    "Result", "Rules", "ServerError", "Table", "Template", "Unauthenticated", "Unavailable", "Violation",
+    "DatasetSummary", "Enclave", "EnclaveError", "Forbidden", "InvalidRequest", "NotFound", "Output", "Parameter",
+    "Plan", "Quantity", "QueryFailed", "QueryRejected", "QueryStatus", "QuerySummary", "QueryTimeout",
+    "RateLimited", "Result", "Rules", "ServerError", "Table", "Template", "Unauthenticated", "Unavailable",
+    "Violation",
 ]

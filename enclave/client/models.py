@@ -119,6 +119,16 @@ class Quantity:
 
 
 @dataclass(frozen=True)
+class Output:
+    """One aggregate output column of a plan and, in words, the interval it will be released with at
+    1 - alpha: exact for a count or sum, a formula in the group's count for a mean."""
+
+    column: str
+    kind: str
+    interval: str
+
+
+@dataclass(frozen=True)
 class Plan:
     """How a checked query would be protected and what it would cost, before anything is spent."""
 
@@ -130,12 +140,15 @@ class Plan:
     quantities: tuple[Quantity, ...]
     worst_case_rows: int | None = None
     deadline_seconds: float | None = None
+    outputs: tuple[Output, ...] = ()
 
     @classmethod
     def from_json(cls, data: JSON) -> Plan:
+        """A plan as the API sends it; `outputs` is absent from a server older than it."""
         return cls(data["epsilon"], data["delta"], data["alpha"], data["group_selection"],
                    data["suppression_threshold"], tuple(Quantity(**q) for q in data["quantities"]),
-                   data.get("worst_case_rows"), data.get("deadline_seconds"))
+                   data.get("worst_case_rows"), data.get("deadline_seconds"),
+                   tuple(Output(**o) for o in data.get("outputs", ())))
 
 
 @dataclass(frozen=True)

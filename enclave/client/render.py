@@ -33,6 +33,9 @@ def check_text(report: CheckReport) -> str:
                      f"cells with fewer than {plan.suppression_threshold} persons are suppressed")
         lines += [f"    {q.column}: {q.mechanism}, sensitivity {q.sensitivity:g}, scale {q.scale:.4g}, "
                   f"ε {q.epsilon:.4g}, ±{q.accuracy:.4g} at {100 * (1 - plan.alpha):g}%" for q in plan.quantities]
+        if plan.outputs:
+            lines.append(f"  intervals at {100 * (1 - plan.alpha):g}%:")
+            lines += [f"    {o.column} ({o.kind}): {o.interval}" for o in plan.outputs]
         if plan.deadline_seconds is not None:
             lines.append(f"  deadline: answered {plan.deadline_seconds:g} s after it starts (worst case "
                          f"{plan.worst_case_rows:,} joined rows), whatever the data")

@@ -46,7 +46,8 @@ def check(enclave: Enclave, args: argparse.Namespace) -> int:
         payload["columns"] = [{"name": c.name, "kind": column_kind(c)} for c in result.query.columns]
     if prepared is not None and prepared.rewritten is not None:
         try:
-            payload["plan"] = plan_summary(enclave.plan(args.dataset, prepared.rewritten, args.epsilon), prepared.cost)
+            plan = enclave.plan(args.dataset, prepared.rewritten, args.epsilon)
+            payload["plan"] = plan_summary(plan, prepared.rewritten.checked.columns, prepared.cost)
         except PlanError as error:
             print_refusal(_rejected(error, sql), args.json)
             return 1

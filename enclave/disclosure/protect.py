@@ -71,7 +71,7 @@ def _outward(low: float, high: float, digits: int) -> tuple[float, float]:
     return (math.floor(round(low * scale, 6)) / scale, math.ceil(round(high * scale, 6)) / scale)
 
 
-def _digits(half_width: float) -> int:
+def decimals(half_width: float) -> int:
     """Decimals to show a value of this precision with: at least DIGITS, and enough that rounding moves it
     by at most a hundredth of its interval's half-width (a rate of ±0.004 keeps five)."""
     if not math.isfinite(half_width) or half_width <= 0:
@@ -80,7 +80,7 @@ def _digits(half_width: float) -> int:
 
 
 def _interval(value: float, half_width: float) -> tuple[float, float]:
-    return _outward(value - half_width, value + half_width, _digits(half_width))
+    return _outward(value - half_width, value + half_width, decimals(half_width))
 
 
 class Protected(NamedTuple):
@@ -188,13 +188,14 @@ def _cell(column: AggregateColumn, position: int, suppressed: bool, plan: Privac
         if not np.isfinite(value):
             return Cell(value=None, mechanism=mechanism, reason="no estimate: the noisy count is too small")
         span = intervals.interval(float(unclamped[position]), simulated[:, position], plan.alpha,
-                                  *statistics.feasible(column, plan))
-        digits = _digits((span[1] - span[0]) / 2) if span is not None else DIGITS
+                                  *statistics.feasible(column, plan, unclamped=True))
+        span = statistics.released_interval(column, plan, span) if span is not None else None
+        digits = decimals((span[1] - span[0]) / 2) if span is not None else DIGITS
         return _rounded(Cell(value=round(value, digits), mechanism=mechanism,
                              scale=plan.quantity(f"{column.name}{part}").scale,
                              interval=_outward(*span, digits) if span is not None else None), column.digits)
     quantity = plan.quantity(column.name)
-    shown: CellValue = int(value) if quantity.unit == 1 else round(value, _digits(quantity.accuracy))
+    shown: CellValue = int(value) if quantity.unit == 1 else round(value, decimals(quantity.accuracy))
     return _rounded(Cell(value=shown, mechanism=quantity.mechanism, scale=quantity.scale,
                          interval=_interval(value, quantity.accuracy)), column.digits)
 

@@ -96,7 +96,7 @@ class PrivacyDefaults(_Strict):
     selection_delta: float = Field(
         gt=0, lt=1e-3, description="δ spent choosing which groups to release when keys have no public set.")
     suppression_weight: float = Field(
-        0.25, gt=0, le=1, description="The weight, against 1 for a released output, of the count of persons "
+        0.2, gt=0, le=1, description="The weight, against 1 for a released output, of the count of persons "
         "that only decides suppression (disclosure.plan).")
 
     @model_validator(mode="after")

@@ -71,7 +71,8 @@ def quantile_edges(low: float, high: float) -> tuple[float, ...]:
 
 
 def split_statistics(plan: Plan, ctx: RewriteContext) -> Plan:
-    """VAR_* and STDDEV_* of x become COUNT(x), SUM(x - c) and SUM((x - c)²), c the bounds' midpoint;
+    """VAR_* and STDDEV_* of x become COUNT(x), SUM(x - c) and SUM((x - c)² - h²/2), c the bounds' midpoint
+    and h their half-width (both sums centred, which halves their sensitivity);
     MEDIAN and QUANTILE_CONT of x become a histogram of x over a grid of its bounds (`quantile_edges`).
 
     Each is noised as its own quantity and the statistic is computed from the noisy ones after noise
@@ -93,7 +94,8 @@ def split_statistics(plan: Plan, ctx: RewriteContext) -> Plan:
                                     arg=None if m.never_null else m.arg.copy()),
                 dataclasses.replace(m, name=f"{m.name}__sum", function="sum", part="var_sum", centre=centre),
                 dataclasses.replace(m, name=f"{m.name}__squares", function="sum", part="squares",
-                                    arg=exp.Mul(this=deviation, expression=deviation.copy()), bounds=(0.0, reach**2)),
+                                    arg=exp.Mul(this=deviation, expression=deviation.copy()), bounds=(0.0, reach**2),
+                                    centre=round(reach**2 / 2, 6)),
             ]
         elif m.function == "quantile":
             measures.append(dataclasses.replace(m, name=f"{m.name}__histogram", function="histogram",

@@ -103,9 +103,9 @@ def test_a_researcher_is_onboarded_queries_and_is_cut_off_and_the_auditor_verifi
     assert len(plan["quantities"]) >= 2
     assert sum(q["epsilon"] for q in plan["quantities"]) == pytest.approx(1.0)
     # split by weight: the count (also what the mean divides by) and the mean's sum 1 each, the count of
-    # persons that only decides suppression a quarter
-    assert {q["column"]: q["weight"] for q in plan["quantities"]} == {"n": 1.0, "absent__sum": 1.0, "__units": 0.25}
-    assert all(q["epsilon"] == pytest.approx(q["weight"] / 2.25) for q in plan["quantities"])
+    # persons that only decides suppression the rules' suppression_weight
+    assert {q["column"]: q["weight"] for q in plan["quantities"]} == {"n": 1.0, "absent__sum": 1.0, "__units": 0.2}
+    assert all(q["epsilon"] == pytest.approx(q["weight"] / 2.2) for q in plan["quantities"])
     assert all(q["scale"] > 0 and q["mechanism"] for q in plan["quantities"])
     assert budget_of(carol) == before
 
@@ -258,3 +258,17 @@ def test_check_serializes_cleanly(service: Service):
     assert checked["plan"]["epsilon"] == 1.0
     assert sum(q["epsilon"] for q in checked["plan"]["quantities"]) == pytest.approx(1.0)
     assert [str(w.message) for w in caught] == []
+
+
+def test_check_shows_the_interval_each_output_will_have(service: Service):
+    """Before anything is spent: a count's interval exactly (its accuracy at 95%), a mean's as a function
+    of its group's count n, from the sum's and the count's accuracies and the bounds' midpoint 90."""
+    sql = "SELECT school, COUNT(*) AS n, AVG(days_absent) AS absent FROM enrollments GROUP BY school"
+    checked = ok(service.client("alice").post("/v1/queries/check", json={"dataset": "demo", "sql": sql}))
+    accuracy = {q["column"]: q["accuracy"] for q in checked["plan"]["quantities"]}
+    assert (round(accuracy["n"], 2), round(accuracy["absent__sum"])) == (79.58, 7118)
+    assert checked["plan"]["outputs"] == [
+        {"column": "n", "kind": "count", "interval": "± 79.58"},
+        {"column": "absent", "kind": "avg",
+         "interval": "± about (7,118 + 79.6 · |mean - 90|) / n (n the group's count)"},
+    ]

@@ -84,6 +84,7 @@ def test_remote_check(service: Service, capsys: pytest.CaptureFixture[str]) -> N
     status, out, err = _remote(service, capsys, "check", "--epsilon", "0.5", SQL)
     assert (status, err) == (0, "")
     assert out.startswith("accepted (rules ")
+    assert "  intervals at 95%:\n    n (count): ± 86.77\n" in out  # before anything is spent
     assert "  deadline: answered " in out
     status, out, _ = _remote(service, capsys, "check", REFUSED)
     assert status == 1

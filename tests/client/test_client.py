@@ -23,6 +23,7 @@ from enclave.client import (
     Forbidden,
     InvalidRequest,
     NotFound,
+    Output,
     QueryRejected,
     QueryTimeout,
     RateLimited,
@@ -104,8 +105,11 @@ def test_check_shows_cost_deadline_and_accuracy_and_spends_nothing(alice: Enclav
     assert (plan.worst_case_rows or 0) > 0
     n = next(q for q in plan.quantities if q.column == "n")
     assert (n.mechanism, n.accuracy > 0, n.scale > 0) == ("discrete_laplace", True, True)
+    mean = "± about (14,236 + 159 · |mean - 90|) / n (n the group's count)"
+    assert plan.outputs == (Output("n", "count", "± 158.67"), Output("absent", "avg", mean))
     text = str(report)
     assert text.startswith(f"accepted (rules {report.rules_sha256[:12]})")  # type: ignore[index]
+    assert f"  intervals at 95%:\n    n (count): ± 158.67\n    absent (avg): {mean}\n" in text
     assert "  deadline: answered" in text
     assert alice.budget()[0].epsilon_remaining == before
     refused = alice.check(REFUSED)

@@ -90,8 +90,14 @@ def test_a_good_check_previews_cost_deadline_and_intervals(page: Page, service: 
     expect(page.locator("dl.facts")).to_contain_text("ε 1, δ 0")
     expect(page.locator("dl.facts")).to_contain_text(re.compile(r"the answer comes [\d.]+ s after it starts"))
     rows = page.locator("table.preview tbody tr")
-    expect(rows).to_have_count(4)  # n, absent's sum and count, persons per group
+    expect(rows).to_have_count(3)  # n (also the count the mean divides by), absent's sum, persons per group
     expect(rows.first.locator("td").last).to_have_text(re.compile(r"^± \d+\.\d\d$"))
+    outputs = page.locator("table.outputs tbody tr")  # the interval each output will have, before spending
+    expect(outputs).to_have_count(2)
+    expect(outputs.first.locator("th")).to_have_text("n")
+    expect(outputs.first.locator("td").last).to_have_text("± 79.58")
+    expect(outputs.last.locator("td").last).to_have_text(
+        "± about (7,118 + 79.6 · |mean - 90|) / n (n the group's count)")
     expect(page.get_by_label("SQL", exact=True)).to_have_value(GOOD)
     assert_accessible(page)
 

@@ -87,7 +87,7 @@ def check_query(body: QueryIn, enclave: EnclaveDep, principal: Researcher) -> Ch
         raise refused(QueryError(error.code, error.message)) from None
     query = prepared.rewritten.checked
     return out.model_copy(update={"canonical_sql": query.canonical_sql, "rules_sha256": query.rules_sha256,
-                                  "plan": PlanOut.model_validate(plan_summary(plan, prepared.cost))})
+                                  "plan": PlanOut.model_validate(plan_summary(plan, query.columns, prepared.cost))})
 
 
 @router.post("/queries", operation_id="researcher-submit-query", response_model=Release,
