@@ -216,7 +216,7 @@ def _derived_cell(column: DerivedColumn, position: int, suppressed: bool, plan: 
         return _rounded(Cell(value=round(value, DIGITS), mechanism="derived", derived=True,
                              reason="no interval: too many simulated releases of its inputs give no value"),
                         column.digits)
-    digits = _digits((span[1] - span[0]) / 2)  # shown to its precision, as a mean is
+    digits = decimals((span[1] - span[0]) / 2)  # shown to its precision, as a mean is
     return _rounded(Cell(value=round(value, digits), mechanism="derived", interval=_outward(*span, digits),
                          derived=True), column.digits)
 
