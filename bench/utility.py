@@ -230,7 +230,7 @@ def enclave_releases(enclave: Enclave, sql: str, epsilon: float, count: int) -> 
                                           prepared.cost.deadline_seconds)
     except (PlanError, ExecutionError) as error:
         return Refused(error.code)
-    return [as_released(*protect(raw, prepared.rewritten, plan)) for _ in range(count)]
+    return [as_released(*protect(raw, prepared.rewritten, plan)[:2]) for _ in range(count)]
 
 
 def as_released(columns: Sequence[ReleaseColumn], rows: Sequence[Sequence[Cell]]) -> Released:

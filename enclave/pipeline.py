@@ -598,7 +598,7 @@ class Enclave:
             with _stage(timings, "execute"):
                 raw = self.execute_unprotected(dataset, rewritten, consent, version, cost.deadline_seconds)
             with _stage(timings, "protect"):
-                columns, rows = protect(raw, rewritten, plan)
+                columns, rows, having_removed = protect(raw, rewritten, plan)
             if time.monotonic() > answer_at:  # an overrun: too late to answer on time, so a timeout, charged
                 raise ExecutionError("execution_timeout")
         except ExecutionError as error:
@@ -611,7 +611,8 @@ class Enclave:
             raise self._failed(researcher, dataset, query_id, key, failure, hooks) from None
         release = Release(query_id=query_id, dataset=dataset, data_version=version.label,
                           rules_sha256=self.rules.sha256, epsilon=plan.epsilon, delta=plan.delta, alpha=plan.alpha,
-                          suppression_threshold=plan.suppression_threshold, columns=columns, rows=rows)
+                          suppression_threshold=plan.suppression_threshold, columns=columns, rows=rows,
+                          having_removed=having_removed)
         payload = release.payload()
         suppressed = sum(1 for row in rows for cell in row if cell.suppressed)
         hooks.hold(answer_at)

@@ -25,6 +25,7 @@ STRUCTURE: dict[type[exp.Expr], frozenset[str]] = {
     exp.From: frozenset({"this"}),
     exp.Join: frozenset({"this", "on", "using", "side", "kind", "method"}),
     exp.Where: frozenset({"this"}),
+    exp.Having: frozenset({"this"}),
     exp.Group: frozenset({"expressions", "all"}),
     exp.Order: frozenset({"expressions"}),
     exp.Ordered: frozenset({"this", "desc", "nulls_first"}),
@@ -48,6 +49,7 @@ PLACES: dict[type[exp.Expr], frozenset[tuple[type[exp.Expr], str]]] = {
     exp.From: frozenset({(exp.Select, "from_")}),
     exp.Join: frozenset({(exp.Select, "joins")}),
     exp.Where: frozenset({(exp.Select, "where")}),
+    exp.Having: frozenset({(exp.Select, "having")}),
     exp.Group: frozenset({(exp.Select, "group")}),
     exp.Order: frozenset({(exp.Select, "order")}),
     exp.Ordered: frozenset({(exp.Order, "expressions")}),
@@ -102,7 +104,7 @@ FAMILIES: tuple[tuple[tuple[type[exp.Expr], ...], str, str], ...] = (
 # Arguments of a SELECT or a table that name a refused clause: each maps to its family's code.
 CLAUSE_CODES: dict[str, tuple[str, str]] = {
     "with_": ("cte_not_allowed", "A WITH clause is not allowed."),
-    "having": ("having_not_allowed", "HAVING filters groups on true values before noise is added."),
+    "having": ("having_not_allowed", "HAVING is not allowed by these rules (post_processing)."),
     "limit_options": ("limit_not_allowed", "LIMIT ... PERCENT is not allowed; LIMIT takes a number of rows."),
     "qualify": ("window_not_allowed", "QUALIFY filters on window functions, which are not allowed."),
     "windows": ("window_not_allowed", "A WINDOW clause is not allowed."),
@@ -166,6 +168,8 @@ class _Walker:
         self.rules = rules
         self.operators = frozenset(rules.operators)
         self.aggregates = {node for name in rules.aggregates for node in AGGREGATE_NODES[name]}
+        # HAVING is part of the grammar only where the rules let it run on released values (post_processing)
+        self.select_args = STRUCTURE[exp.Select] | ({"having"} if "having" in rules.post_processing else set())
         self.violations: list[Violation] = []
 
     def refuse(self, code: str, message: str, node: exp.Expr) -> None:
@@ -211,7 +215,7 @@ class _Walker:
             self.refuse(code, f"{label[0].upper()}{label[1:]} is not allowed.", node)
 
     def check_args(self, node: exp.Expr) -> bool:
-        allowed = STRUCTURE.get(type(node))
+        allowed = self.select_args if type(node) is exp.Select else STRUCTURE.get(type(node))
         if allowed is None:
             if isinstance(node, exp.In) and any(_is_set(node.args.get(k)) for k in ("query", "unnest", "field")):
                 self.refuse("subquery_not_allowed", "IN takes a list of values, not a subquery.", node)

@@ -17,11 +17,12 @@ from sqlglot.schema import MappingSchema
 
 from enclave.catalog.manifest import Column, Manifest
 from enclave.check.bounds import Interval, bounds, never_null
-from enclave.check.scope import sources, using_columns
+from enclave.check.scope import Source, sources, using_columns
 from enclave.check.semantics import (
     BOUNDED_AGGREGATES,
     Context,
     aggregate_function,
+    derived,
     group_keys,
     order_position,
     output_items,
@@ -51,9 +52,29 @@ class AggregateColumn:
     digits: int | None = None  # ROUND(aggregate, digits): applied to the released value
     never_null: bool = False  # `arg` has a value on every row (check.bounds.never_null)
     quantile: float | None = None  # the fraction p of a quantile (MEDIAN is the quantile 0.5)
+    hidden: bool = False  # computed and noised only for a derived column or HAVING; never released itself
 
 
-OutputColumn = KeyColumn | AggregateColumn
+@dataclass(frozen=True)
+class DerivedColumn:
+    """An output column computed after protection from released (noisy) aggregates: `expr` is arithmetic
+    (+ - * /, unary minus, ROUND, NULLIF, numeric literals) over columns that each name an aggregate
+    column of the query, released or hidden. It never sees a true value (disclosure/derived.py)."""
+
+    name: str
+    expr: exp.Expr
+    digits: int | None = None  # ROUND(expression, digits) around it: applied to the released value
+
+
+OutputColumn = KeyColumn | AggregateColumn | DerivedColumn
+
+
+def column_kind(column: OutputColumn) -> str:
+    """What an output column is, as a release and a check report name it: key, its aggregate's function
+    (count, sum, avg, quantile, ...) or derived."""
+    if isinstance(column, KeyColumn):
+        return "key"
+    return column.function if isinstance(column, AggregateColumn) else "derived"
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,11 @@ class CheckedQuery:
     rules_sha256: str
     limit: int | None = None
     offset: int = 0
+    # aggregates that only derived columns or HAVING use: noised (and paid for) like the others, not released
+    hidden: tuple[AggregateColumn, ...] = ()
+    # HAVING in the form of derived columns (aggregates and keys by their column names), applied to the
+    # released values; it never reaches the engine
+    having: exp.Expr | None = None
 
     @property
     def keys(self) -> tuple[KeyColumn, ...]:
@@ -75,7 +101,12 @@ class CheckedQuery:
 
     @property
     def aggregates(self) -> tuple[AggregateColumn, ...]:
-        return tuple(c for c in self.columns if isinstance(c, AggregateColumn))
+        """Every aggregate the query computes and noises: the released ones, then the hidden ones."""
+        return (*(c for c in self.columns if isinstance(c, AggregateColumn)), *self.hidden)
+
+    @property
+    def derived(self) -> tuple[DerivedColumn, ...]:
+        return tuple(c for c in self.columns if isinstance(c, DerivedColumn))
 
     @property
     def canonical_sql(self) -> str:
@@ -119,11 +150,31 @@ def normalize(tree: exp.Select, manifest: Manifest, copy: bool = True) -> exp.Se
         else:
             keys = [_expand_group_key(key, items, aliases, columns) for key in group.expressions]
         tree.set("group", exp.Group(expressions=keys))
+    having = tree.args.get("having")
+    if having is not None:  # an output alias in HAVING stands for its expression, as in GROUP BY
+        for column in list(having.find_all(exp.Column)):
+            target = aliases.get(column.name.lower())
+            if not column.table and column.name.lower() not in columns and target is not None:
+                column.replace(_positioned(target.copy(), column))
     for index, item in enumerate(tree.expressions):
         if not isinstance(item, exp.Alias):
             item.replace(exp.alias_(item.copy(), output_name(item), quoted=True))
         tree.expressions[index].meta.update(item.meta)
     return tree
+
+
+_POSITIONS = ("line", "col", "start", "end")
+
+
+def _positioned(node: exp.Expr, place: exp.Expr) -> exp.Expr:
+    """`node` as if written at `place`: a violation inside an output alias's expression in HAVING points
+    at the alias there (the expression itself is judged, and pointed at, in the SELECT list)."""
+    for part in node.walk():
+        for key in _POSITIONS:
+            if part._meta is not None:
+                part._meta.pop(key, None)
+    node.meta.update({key: place.meta[key] for key in _POSITIONS if key in place.meta})
+    return node
 
 
 def _expand_group_key(key: exp.Expr, items: list[exp.Expr], aliases: dict[str, exp.Expr],
@@ -166,35 +217,48 @@ def _normalized(tables: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]) -> 
 
 
 def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
-    """The checked query's output columns and order, read off its qualified tree."""
+    """The checked query's output columns and order, read off its qualified tree.
+
+    An aggregate inside a derived column or HAVING is referred to by the name of the released aggregate
+    column that computes the same thing (unrounded), else by a hidden one of its own (`__h0`, ...)."""
     scope = sources(tree)
     keys = group_keys(tree)
-    left = {join.this.alias_or_name.lower() for join in tree.args.get("joins") or []
-            if (join.side or "").lower() == "left"}
-
-    def column_of(column: exp.Column) -> Column | None:
-        resolved = ctx.resolve(column, scope)
-        return resolved.column if resolved is not None and resolved.source.alias not in left else None
-
-    columns: list[OutputColumn] = []
+    left = frozenset(join.this.alias_or_name.lower() for join in tree.args.get("joins") or []
+                     if (join.side or "").lower() == "left")
+    columns: list[OutputColumn | None] = []
+    pending: list[tuple[int, str, exp.Expr, int | None]] = []
+    named: dict[str, str] = {}  # canonical form of an unrounded released aggregate -> its column
     for item, written in zip(tree.expressions, output_items(tree), strict=True):
         name = output_name(item)
         inner, digits = rounded(written)
         if isinstance(inner, exp.AggFunc):
-            function = aggregate_function(inner)
-            arg = None if isinstance(inner.this, exp.Star) else inner.this
-            if isinstance(arg, exp.Distinct):  # COUNT(DISTINCT t.person_id): which table's persons it counts
-                arg = arg.expressions[0]
-            interval = None
-            if function in BOUNDED_AGGREGATES and arg is not None:
-                interval = bounds(arg, lambda c: (r.column if (r := ctx.resolve(c, scope)) else None))
-            present = arg is not None and function in BOUNDED_AGGREGATES and never_null(arg, column_of)
-            quantile = quantile_of(inner) if function in ("median", "quantile_cont") else None
-            columns.append(AggregateColumn(name, "quantile" if quantile is not None else function, arg, interval,
-                                           digits, present, quantile))
+            columns.append(_aggregate_column(inner, name, digits, ctx, scope, left))
+            if digits is None:
+                named.setdefault(ctx.canonical(inner, scope), name)
+        elif written.find(exp.AggFunc):
+            pending.append((len(columns), name, *derived(written)))
+            columns.append(None)  # filled in once every released aggregate is known
         else:
             form = ctx.canonical(inner, scope)
             columns.append(KeyColumn(name, next(key for key in keys if ctx.canonical(key, scope) == form)))
+    key_names = {ctx.canonical(c.expr, scope): c.name for c in columns if isinstance(c, KeyColumn)}
+    hidden: list[AggregateColumn] = []
+
+    def referenced(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.AggFunc):
+            form = ctx.canonical(node, scope)
+            if form not in named:
+                named[form] = f"__h{len(hidden)}"
+                hidden.append(_aggregate_column(node, named[form], None, ctx, scope, left, hidden=True))
+            return exp.column(named[form], quoted=True)
+        if not node.find(exp.AggFunc) and (key := key_names.get(ctx.canonical(node, scope))) is not None:
+            return exp.column(key, quoted=True)
+        return node
+
+    for index, name, expression, digits in pending:
+        columns[index] = DerivedColumn(name, expression.transform(referenced), digits)
+    having = tree.args.get("having")
+    condition = having.this.transform(referenced) if having is not None else None
     order = tree.args.get("order")
     ordering = tuple(
         (position, bool(ordered.args.get("desc")))
@@ -204,6 +268,28 @@ def describe(tree: exp.Select, ctx: Context) -> CheckedQuery:
     unit = exp.column(ctx.manifest.privacy_unit, table=scope[0].alias, quoted=True)
     limit, offset = tree.args.get("limit"), tree.args.get("offset")
     rows = limit.expression if limit is not None else None
-    return CheckedQuery(ctx.manifest.name, tree, tuple(columns), ordering, unit, ctx.rules.sha256,
-                        int(rows.this) if isinstance(rows, exp.Literal) else None,
-                        int(offset.expression.this) if offset is not None else 0)
+    return CheckedQuery(ctx.manifest.name, tree, tuple(c for c in columns if c is not None), ordering, unit,
+                        ctx.rules.sha256, int(rows.this) if isinstance(rows, exp.Literal) else None,
+                        int(offset.expression.this) if offset is not None else 0, tuple(hidden), condition)
+
+
+def _aggregate_column(node: exp.AggFunc, name: str, digits: int | None, ctx: Context, scope: list[Source],
+                      left: frozenset[str], hidden: bool = False) -> AggregateColumn:
+    """One aggregate as the rewrite and plan stages compute it. `left` are the LEFT-joined tables, whose
+    columns may be NULL on any row."""
+    function = aggregate_function(node)
+    arg = None if isinstance(node.this, exp.Star) else node.this
+    if isinstance(arg, exp.Distinct):  # COUNT(DISTINCT t.person_id): which table's persons it counts
+        arg = arg.expressions[0]
+    interval = None
+    if function in BOUNDED_AGGREGATES and arg is not None:
+        interval = bounds(arg, lambda c: (r.column if (r := ctx.resolve(c, scope)) else None))
+
+    def column_of(column: exp.Column) -> Column | None:
+        resolved = ctx.resolve(column, scope)
+        return resolved.column if resolved is not None and resolved.source.alias not in left else None
+
+    present = arg is not None and function in BOUNDED_AGGREGATES and never_null(arg, column_of)
+    quantile = quantile_of(node) if function in ("median", "quantile_cont") else None
+    return AggregateColumn(name, "quantile" if quantile is not None else function, arg, interval, digits, present,
+                           quantile, hidden)

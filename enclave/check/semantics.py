@@ -69,16 +69,58 @@ def output_items(tree: exp.Select) -> list[exp.Expr]:
     return [item.this if isinstance(item, exp.Alias) else item for item in tree.expressions]
 
 
+def round_digits(item: exp.Expr) -> int | None:
+    """The digits of `ROUND(x[, n])` with n a whole-number literal of at most 12 (negative allowed), else None."""
+    if not isinstance(item, exp.Round) or item.args.get("truncate"):
+        return None
+    digits = item.args.get("decimals")
+    if digits is None:
+        return 0
+    value = digits.this if isinstance(digits, exp.Neg) else digits
+    if isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit() and int(value.this) <= 12:
+        return -int(value.this) if isinstance(digits, exp.Neg) else int(value.this)
+    return None
+
+
 def rounded(item: exp.Expr) -> tuple[exp.Expr, int | None]:
     """`ROUND(aggregate[, n])` as (aggregate, n): rounding a released value is post-processing."""
-    if isinstance(item, exp.Round) and isinstance(item.this, exp.AggFunc) and not item.args.get("truncate"):
-        digits = item.args.get("decimals")
-        if digits is None:
-            return item.this, 0
-        value = digits.this if isinstance(digits, exp.Neg) else digits
-        if isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit() and int(value.this) <= 12:
-            return item.this, -int(value.this) if isinstance(digits, exp.Neg) else int(value.this)
+    digits = round_digits(item)
+    if digits is not None and isinstance(item.this, exp.AggFunc):
+        return item.this, digits
     return item, None
+
+
+def derived(item: exp.Expr) -> tuple[exp.Expr, int | None]:
+    """An output expression of aggregates as (expression, digits): a ROUND around it is the released
+    value's rounding, like ROUND of one aggregate."""
+    digits = round_digits(item)
+    return (item.this, digits) if digits is not None else (item, None)
+
+
+def _zero(node: exp.Expr | None) -> bool:
+    return isinstance(node, exp.Literal) and not node.is_string and float(node.this) == 0
+
+
+def arithmetic_offences(node: exp.Expr) -> list[exp.Expr]:
+    """The parts of an expression of aggregates that its grammar does not allow: + - * /, unary minus,
+    parentheses, numeric literals, ROUND(e, n) and NULLIF(e, 0), over aggregates (leaves here: each is
+    judged by `_aggregate_form`). Post-processing evaluates exactly this grammar (disclosure/derived.py)."""
+    match node:
+        case exp.AggFunc():
+            return []
+        case exp.Literal(is_string=False):
+            return []
+        case exp.Paren() | exp.Neg():
+            return arithmetic_offences(node.this)
+        case exp.Add() | exp.Sub() | exp.Mul() | exp.Div():
+            return arithmetic_offences(node.left) + arithmetic_offences(node.right)
+        case exp.Round():
+            if round_digits(node) is None:
+                return [node.args.get("decimals") or node]
+            return arithmetic_offences(node.this)
+        case exp.Nullif():
+            return arithmetic_offences(node.this) if _zero(node.expression) else [node.expression or node]
+    return [node]
 
 
 def output_name(item: exp.Expr) -> str:
@@ -223,26 +265,34 @@ def check_columns(tree: exp.Select, ctx: Context) -> list[Violation]:
 
 
 def check_aggregates(tree: exp.Select, ctx: Context) -> list[Violation]:
-    """Aggregates are allowed ones, stand alone as output columns, and SUM/AVG have bounded arguments."""
+    """Aggregates are allowed ones, SUM/AVG have bounded arguments, and each is an output column on its
+    own, a leaf of an output expression (with `arithmetic` post-processing) or part of HAVING.
+
+    Every aggregate of the SELECT list counts against `max_aggregates`; one of HAVING counts only when
+    no aggregate before it computes the same thing (an output alias used in HAVING costs nothing more)."""
     scope = sources(tree)
     outputs = {id(rounded(item)[0]) for item in output_items(tree)}
+    arithmetic = "arithmetic" in ctx.rules.post_processing
     allowed = set(ctx.rules.aggregates)
-    found, count = [], 0
-    for node in tree.find_all(exp.AggFunc):
-        if _inside(node, (exp.Order,)):
-            continue  # ORDER BY may repeat an output aggregate; check_order judges it
-        count += 1
+    found: list[Violation] = []
+    # ORDER BY may repeat an output aggregate; check_order judges it
+    nodes = [node for node in tree.find_all(exp.AggFunc) if not _inside(node, (exp.Order,))]
+    having = [node for node in nodes if _inside(node, (exp.Having,))]
+    selected = {ctx.canonical(node, scope) for node in nodes if not _inside(node, (exp.Having,))}
+    count = len(nodes) - len(having) + len({ctx.canonical(node, scope) for node in having} - selected)
+    for node in nodes:
         if _inside(node, (exp.Where, exp.Group, exp.Join)) or _inside(node, (exp.AggFunc,)):
-            found.append(at("aggregate_misplaced", "An aggregate may appear only as an output column.",
-                            ctx.source, node))
+            found.append(at("aggregate_misplaced", "An aggregate may appear only as an output column or in "
+                            "HAVING.", ctx.source, node))
             continue
-        if id(node) not in outputs:
+        if id(node) not in outputs and not arithmetic and not _inside(node, (exp.Having,)):
             found.append(at("output_not_aggregate", "An output column must be exactly one aggregate (or "
                             "ROUND of one) or a grouping key, not an expression of an aggregate.", ctx.source,
                             node.parent, "output the aggregate itself, or ROUND(aggregate, n); scale the "
                             "released value afterwards"))
             continue
-        found.extend(_aggregate_form(node, scope, allowed, ctx))
+        if not (_inside(node, (exp.Having,)) and ctx.canonical(node, scope) in selected):
+            found.extend(_aggregate_form(node, scope, allowed, ctx))  # judged once, where it is selected
     if count > ctx.rules.limits.max_aggregates:
         found.append(at("too_many_aggregates", f"{count} aggregates; the limit is "
                         f"{ctx.rules.limits.max_aggregates}.", ctx.source, tree.expressions[-1]))
@@ -353,6 +403,82 @@ def check_output(tree: exp.Select, ctx: Context) -> list[Violation]:
     return found
 
 
+def check_derived(tree: exp.Select, ctx: Context) -> list[Violation]:
+    """An output expression of aggregates (`arithmetic` post-processing) uses only the grammar that is
+    evaluated on the released values: see `arithmetic_offences`."""
+    if "arithmetic" not in ctx.rules.post_processing:
+        return []  # check_aggregates refuses every expression of an aggregate
+    found = []
+    for item in output_items(tree):
+        if not item.find(exp.AggFunc) or isinstance(rounded(item)[0], exp.AggFunc):
+            continue
+        found.extend(at("derived_not_allowed", f"{part.sql('duckdb', comments=False)} is not allowed in an "
+                        "expression of aggregates.", ctx.source, part, _DERIVED_REMEDY)
+                     for part in arithmetic_offences(derived(item)[0]))
+    return found
+
+
+_DERIVED_REMEDY = ("combine aggregates and numeric literals with + - * / and parentheses, ROUND(e, n) and "
+                   "NULLIF(e, 0); it is computed on the released, noisy values")
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+
+
+def check_having(tree: exp.Select, ctx: Context) -> list[Violation]:
+    """HAVING is a condition on released values: comparisons (BETWEEN, IS [NOT] NULL) joined by AND, OR
+    and NOT, of aggregates and arithmetic of them, output columns (their expressions by now: see
+    `normalize`), GROUP BY keys and literals. A key is compared with keys and literals, a value with
+    values and numbers. It runs on the noisy values after protection (disclosure/derived.py `keep`)."""
+    having = tree.args.get("having")
+    if having is None:
+        return []
+    scope = sources(tree)
+    keys = {ctx.canonical(key, scope) for key in group_keys(tree)}
+
+    def refuse(node: exp.Expr, message: str) -> Violation:
+        return at("having_not_allowed", message, ctx.source, node, "HAVING may compare aggregates, arithmetic of "
+                  "them, output columns and GROUP BY keys with literals, joined by AND, OR and NOT")
+
+    def operand(node: exp.Expr) -> tuple[str, list[Violation]]:
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.Null):
+            return "null", []
+        if node.find(exp.AggFunc):
+            return "value", [refuse(part, f"{part.sql('duckdb', comments=False)} is not allowed in an expression "
+                                    "of aggregates.") for part in arithmetic_offences(node)]
+        if ctx.canonical(node, scope) in keys or (isinstance(node, exp.Literal) and node.is_string):
+            return "key", []
+        if not node.find(exp.Column) and not arithmetic_offences(node):
+            return "number", []
+        return "", [refuse(node, f"{node.sql('duckdb', comments=False)} is neither a GROUP BY key, an aggregate "
+                           "nor an output column.")]
+
+    def condition(node: exp.Expr) -> list[Violation]:
+        if isinstance(node, exp.Paren | exp.Not):
+            return condition(node.this)
+        if isinstance(node, exp.And | exp.Or):
+            return condition(node.left) + condition(node.right)
+        if isinstance(node, exp.Boolean):
+            return []
+        if isinstance(node, _COMPARISONS):
+            parts = [node.left, node.right]
+        elif isinstance(node, exp.Between):
+            parts = [node.this, node.args["low"], node.args["high"]]
+        elif isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
+            parts = [node.this]
+        else:
+            return [refuse(node, f"{node.sql('duckdb', comments=False)} is not a condition HAVING allows.")]
+        judged = [operand(part) for part in parts]
+        found = [violation for _, violations in judged for violation in violations]
+        kinds = [kind for kind, _ in judged]
+        if not found and {"key", "value"} <= set(kinds):
+            found.append(refuse(parts[kinds.index("key")], "A comparison in HAVING compares an aggregate with a "
+                                "key or text."))
+        return found
+
+    return condition(having.this)
+
+
 def order_position(ordered: exp.Ordered, tree: exp.Select, ctx: Context) -> int | None:
     """The output column an ORDER BY item names (0-based), by position, alias or expression (by meaning;
     an aggregate also names the ROUND of it)."""
@@ -405,6 +531,8 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_joins,
     check_columns,
     check_aggregates,
+    check_derived,
+    check_having,
     check_output,
     check_order,
     check_limit,

@@ -34,7 +34,8 @@ CODES: dict[str, str] = {
     "pivot_not_allowed": "PIVOT or UNPIVOT.",
     "parameter_not_allowed": "A placeholder ($1, ?, :name) in ad-hoc SQL.",
     "clause_not_allowed": "A clause an aggregate query does not need (INTO, hints, settings, ...).",
-    "having_not_allowed": "HAVING filters groups on their true values before noise.",
+    "having_not_allowed": "HAVING that the rules do not allow (post_processing), or a HAVING condition beyond "
+    "comparisons of aggregates, output columns, GROUP BY keys and literals.",
     "limit_not_allowed": "LIMIT or OFFSET that is not a whole number, LIMIT ... PERCENT, or FETCH.",
     "distinct_not_allowed": "SELECT DISTINCT, or DISTINCT in an aggregate other than COUNT(DISTINCT unit).",
     "grouping_sets_not_allowed": "GROUPING SETS, CUBE or ROLLUP.",
@@ -60,7 +61,10 @@ CODES: dict[str, str] = {
     "aggregate_misplaced": "An aggregate nested in another, or in WHERE, GROUP BY or a join condition.",
     "unbounded_aggregate": "SUM, AVG, a quantile or a variance of an expression with no known bounds.",
     "quantile_not_allowed": "QUANTILE_CONT with a fraction that is not a literal strictly between 0 and 1.",
-    "output_not_aggregate": "An output column that is neither one aggregate nor a grouping key.",
+    "output_not_aggregate": "An output column that is neither an aggregate (or, where the rules allow, arithmetic of "
+    "aggregates) nor a grouping key.",
+    "derived_not_allowed": "An expression of aggregates using more than + - * /, unary minus, parentheses, numeric "
+    "literals, ROUND(e, n) and NULLIF(e, 0).",
     "no_aggregate": "A query with no aggregate, which would list group keys or rows.",
     "group_key_not_output": "A GROUP BY expression that is not an output column.",
     "group_key_aggregate": "A GROUP BY expression that is an aggregate or a constant.",

@@ -264,12 +264,13 @@ class Cell:
     interval: tuple[float, float] | None = None
     suppressed: bool = False
     reason: str | None = None
+    derived: bool = False  # computed after protection from other noisy values
 
 
 @dataclass(frozen=True)
 class ResultColumn:
     name: str
-    kind: str  # key, count, count_distinct_unit, sum, avg
+    kind: str  # key, count, count_distinct_unit, sum, avg, derived
 
     @property
     def is_key(self) -> bool:
@@ -298,17 +299,19 @@ class Result:
     audit_seq: int | None = None
     replayed: bool = False
     raw: JSON = field(default_factory=dict, repr=False, compare=False)
+    having_removed: int | None = None  # groups HAVING dropped on their noisy values; None without HAVING
 
     @classmethod
     def from_json(cls, data: JSON) -> Result:
         columns = tuple(ResultColumn(c["name"], c["kind"]) for c in data["columns"])
         rows = tuple(tuple(Cell(c["value"], c.get("mechanism"), c.get("scale"),
                                 tuple(c["interval"]) if c.get("interval") is not None else None,  # type: ignore[arg-type]
-                                c.get("suppressed", False), c.get("reason")) for c in row) for row in data["rows"])
+                                c.get("suppressed", False), c.get("reason"), c.get("derived", False)) for c in row)
+                     for row in data["rows"])
         return cls(data["query_id"], data["dataset"], data["data_version"], data["rules_sha256"], data["epsilon"],
                    data["delta"], data["alpha"], data["suppression_threshold"], columns, rows,
                    data.get("epsilon_remaining"), data.get("delta_remaining"), data.get("audit_seq"),
-                   data.get("replayed", False), data)
+                   data.get("replayed", False), data, data.get("having_removed"))
 
     @property
     def confidence(self) -> float:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from enclave.access.keys import Principal
 from enclave.api.routes.researcher import get_budget
 from enclave.api.routes.templates import list_templates
+from enclave.check.query import column_kind
 from enclave.client import Budget, CheckReport, InvalidRequest, QueryRejected, Result, Template, Violation
 from enclave.commands.output import emit, print_check, print_refusal, print_release, wants_json
 from enclave.commands.tables import budget_table, parameters_of, templates_table
@@ -42,7 +43,7 @@ def check(enclave: Enclave, args: argparse.Namespace) -> int:
     if result.query is not None:
         payload["canonical_sql"] = result.query.canonical_sql
         payload["rules_sha256"] = result.query.rules_sha256
-        payload["columns"] = [{"name": c.name, "kind": getattr(c, "function", "key")} for c in result.query.columns]
+        payload["columns"] = [{"name": c.name, "kind": column_kind(c)} for c in result.query.columns]
     if prepared is not None and prepared.rewritten is not None:
         try:
             plan = enclave.plan(args.dataset, prepared.rewritten, args.epsilon)

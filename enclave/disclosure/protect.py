@@ -11,6 +11,10 @@
    clamped to the measure's bounds; counts are integers; other values are rounded. A count's or sum's
    interval is OpenDP's accuracy of its noise; a mean's comes from replicates of its noisy quantities
    (disclosure.intervals). None of this touches the true values again.
+5. Post-processing SQL (disclosure.derived), on those noisy values only: a derived column is its
+   expression of the noisy aggregates (hidden ones included), its interval the same expression over
+   their replicates; HAVING drops the groups whose noisy values fail it (a suppressed group's values are
+   no values to it), before ORDER BY and LIMIT, and the release says how many it dropped.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from __future__ import annotations
 import json
 import math
 from decimal import Decimal
+from typing import NamedTuple
 
 import numpy as np
 
-from enclave.check.query import AggregateColumn, KeyColumn
+from enclave.check.query import AggregateColumn, DerivedColumn, KeyColumn, column_kind
 from enclave.disclosure import intervals, noise, statistics
+from enclave.disclosure.derived import evaluate, keep
 from enclave.disclosure.keys import KeyValue
 from enclave.disclosure.plan import PrivacyPlan, Quantity
 from enclave.disclosure.release import Cell, CellValue, ReleaseColumn
@@ -78,8 +84,16 @@ def _interval(value: float, half_width: float) -> tuple[float, float]:
     return _outward(value - half_width, value + half_width, decimals(half_width))
 
 
-def protect(raw: RawResult, rewritten: RewrittenQuery, plan: PrivacyPlan
-            ) -> tuple[list[ReleaseColumn], list[list[Cell]]]:
+class Protected(NamedTuple):
+    """What protect releases: the columns, the rows, and how many groups HAVING dropped (None without
+    HAVING), a count of noisy values only."""
+
+    columns: list[ReleaseColumn]
+    rows: list[list[Cell]]
+    having_removed: int | None = None
+
+
+def protect(raw: RawResult, rewritten: RewrittenQuery, plan: PrivacyPlan) -> Protected:
     """The released columns and rows of one executed query."""
     query = rewritten.checked
     width = len(query.keys)
@@ -94,7 +108,7 @@ def protect(raw: RawResult, rewritten: RewrittenQuery, plan: PrivacyPlan
         vector = true_vector(raw, width, quantity, groups)
         noisy[quantity.column] = np.array(noise.vector_laplace(quantity.noise_scale)(vector) if vector else [],
                                           dtype=np.int64)
-    # From here on only noisy values are read: the released ones, and replicates of them for intervals.
+    del raw  # from here on only noisy values are read: the released ones, and replicates of them
     bins = max([len(q.edges) - 1 for q in plan.quantities if q.edges] or [1])
     draws = intervals.draws_for(len(groups) * bins)
     released = {q.column: _shaped(noisy[q.column], q, len(groups)) / q.unit for q in plan.quantities}
@@ -105,17 +119,35 @@ def protect(raw: RawResult, rewritten: RewrittenQuery, plan: PrivacyPlan
                           statistics.estimate(c, plan, replicated, clamp=False)) for c in query.aggregates}
 
     persons = released[plan.sources[UNITS]]
-    rows = []
-    for position, group in enumerate(groups):
-        suppressed = persons[position] < plan.suppression_threshold
-        rows.append([_key_cell(column, group, plan, query.keys) if isinstance(column, KeyColumn) else
-                     _cell(column, position, suppressed, plan, values[column.name], *unclamped[column.name])
-                     for column in query.columns])
-    columns = [ReleaseColumn(name=c.name, kind="key" if isinstance(c, KeyColumn) else c.function)  # type: ignore[arg-type]
-               for c in query.columns]
+    suppressed = persons < plan.suppression_threshold
+    counts = frozenset(c.name for c in query.aggregates if c.function in ("count", "count_distinct_unit"))
+    # Post-processing SQL sees the released values (a suppressed group's are none, as for the researcher)
+    # and, for a derived column's interval, the same statistics of the replicates.
+    shown = {name: np.where(suppressed, np.nan, value) for name, value in values.items()}
+    simulated = {c.name: statistics.estimate(c, plan, replicated) for c in query.aggregates} if query.derived else {}
+    derived = {c.name: (evaluate(c.expr, shown, counts), evaluate(c.expr, simulated, counts)) for c in query.derived}
+    rows = [[_key_cell(column, group, plan, query.keys) if isinstance(column, KeyColumn) else
+             _derived_cell(column, position, bool(suppressed[position]), plan, *derived[column.name])
+             if isinstance(column, DerivedColumn) else
+             _cell(column, position, bool(suppressed[position]), plan, values[column.name], *unclamped[column.name])
+             for column in query.columns] for position, group in enumerate(groups)]
+    removed = None
+    if query.having is not None:
+        keys = {k.name: _objects([group[i] for group in groups]) for i, k in enumerate(query.keys)}
+        kept = keep(query.having, shown, keys, counts) if groups else np.zeros(0, dtype=bool)
+        rows = [row for row, stays in zip(rows, kept, strict=True) if stays]
+        removed = int(len(kept) - kept.sum())
+    columns = [ReleaseColumn(name=c.name, kind=column_kind(c)) for c in query.columns]  # type: ignore[arg-type]
     ordered = _ordered(rows, query.order)
     end = None if query.limit is None else query.offset + query.limit
-    return columns, ordered[query.offset:end]  # LIMIT and OFFSET trim the noisy, ordered table
+    return Protected(columns, ordered[query.offset:end], removed)  # LIMIT and OFFSET trim the noisy, ordered table
+
+
+def _objects(items: list[KeyValue]) -> np.ndarray:
+    """A group key's values as a 1-D numpy array of Python objects (text, numbers, dates, None) as they are."""
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
 
 
 def true_vector(raw: RawResult, width: int, quantity: Quantity, groups: list[tuple[KeyValue, ...]]) -> list[int]:
@@ -168,6 +200,27 @@ def _cell(column: AggregateColumn, position: int, suppressed: bool, plan: Privac
     shown: CellValue = int(value) if quantity.unit == 1 else round(value, decimals(quantity.accuracy))
     return _rounded(Cell(value=shown, mechanism=quantity.mechanism, scale=quantity.scale,
                          interval=_interval(value, quantity.accuracy)), column.digits)
+
+
+def _derived_cell(column: DerivedColumn, position: int, suppressed: bool, plan: PrivacyPlan, values: np.ndarray,
+                  simulated: np.ndarray) -> Cell:
+    """A derived column's cell: its expression of the group's noisy values, with an interval from the
+    same expression over their replicates; a suppressed group's is suppressed too."""
+    if suppressed:
+        return Cell(value=None, suppressed=True, derived=True,
+                    reason=f"fewer than {plan.suppression_threshold} persons (noisy count)")
+    value = float(values[position])
+    if not np.isfinite(value):
+        return Cell(value=None, mechanism="derived", derived=True, reason="no value: an input has no estimate, or "
+                    "a divisor is zero (or a non-positive noisy count)")
+    span = intervals.interval(value, simulated[:, position], plan.alpha)
+    if span is None:
+        return _rounded(Cell(value=round(value, DIGITS), mechanism="derived", derived=True,
+                             reason="no interval: too many simulated releases of its inputs give no value"),
+                        column.digits)
+    digits = decimals((span[1] - span[0]) / 2)  # shown to its precision, as a mean is
+    return _rounded(Cell(value=round(value, digits), mechanism="derived", interval=_outward(*span, digits),
+                         derived=True), column.digits)
 
 
 def _rounded(cell: Cell, digits: int | None) -> Cell:

@@ -1,8 +1,9 @@
 """The released table: every cell with its value and how it was protected. JSON and CSV.
 
-A cell says its mechanism and noise scale, its interval at confidence 1 - alpha, and whether it was
-suppressed and why; a suppressed cell is present with value null, never dropped or zeroed. Nothing here
-is a true value: every number passed through `protect` first.
+A cell says its mechanism and noise scale, its interval at confidence 1 - alpha, whether it was
+suppressed and why, and whether it is derived (computed after protection from other noisy values); a
+suppressed cell is present with value null, never dropped or zeroed. Nothing here is a true value:
+every number passed through `protect` first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class Cell(BaseModel):
     interval: tuple[float, float] | None = None
     suppressed: bool = False
     reason: str | None = None
+    # computed after protection from other noisy values (a derived column: arithmetic of aggregates)
+    derived: bool = False
 
 
 class ReleaseColumn(BaseModel):
@@ -33,7 +36,7 @@ class ReleaseColumn(BaseModel):
 
     name: str
     kind: Literal["key", "count", "count_distinct_unit", "sum", "avg", "quantile", "var_pop", "var_samp", "stddev_pop",
-                  "stddev_samp"]
+                  "stddev_samp", "derived"]
 
 
 class Release(BaseModel):
@@ -51,6 +54,8 @@ class Release(BaseModel):
     suppression_threshold: int
     columns: list[ReleaseColumn]
     rows: list[list[Cell]]
+    # groups that HAVING dropped, judged on their noisy values (None: the query has no HAVING)
+    having_removed: int | None = None
     epsilon_remaining: float | None = None
     delta_remaining: float | None = None
     audit_seq: int | None = None

@@ -50,6 +50,7 @@ Epsilon = Annotated[float, AfterValidator(_requested_epsilon),
 Aggregate = Literal["count", "count_distinct_unit", "sum", "avg", "median", "quantile_cont", "var_pop", "var_samp",
                     "stddev_pop", "stddev_samp"]
 JoinKind = Literal["inner", "left"]
+PostProcessing = Literal["having", "arithmetic"]
 
 # How a function name is probed: the first call shape that sqlglot parses into a function node wins.
 _PROBE_CALLS = ("{}(x)", "{}(x, y)", "{}('day', x)", "{}('day', x, y)", "{}(year FROM x)")
@@ -133,6 +134,10 @@ class Rules(_Strict):
     functions: list[str] = Field(description="Scalar functions by the name researchers write.")
     cast_types: list[str]
     join_kinds: list[JoinKind]
+    post_processing: list[PostProcessing] = Field(
+        default_factory=list, description="SQL evaluated on the released, noisy values after protection: "
+        "`arithmetic` (output columns that are +, -, *, / of aggregates and literals, with ROUND and NULLIF) and "
+        "`having` (HAVING on aggregates, output columns and keys). Unlisted: refused, as before.")
     limits: Limits
     privacy: PrivacyDefaults
     suppression_threshold: int = Field(

@@ -67,10 +67,9 @@ def plan_of(query: CheckedQuery) -> Plan:
                                       "avg": "avg", "quantile": "quantile", "var_pop": "var_pop",
                                       "var_samp": "var_samp", "stddev_pop": "stddev_pop",
                                       "stddev_samp": "stddev_samp"}
-    measures = tuple(
-        Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds, never_null=c.never_null)
-        for c in query.columns if isinstance(c, AggregateColumn)
-    )
+    # hidden aggregates (used only by derived columns or HAVING) are computed and noised like the others
+    measures = tuple(Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds,
+                             never_null=c.never_null) for c in query.aggregates)
     keys = tuple(KeyColumn(k.name, _detached(k.expr)) for k in query.keys)
     return Plan(relation, _detached(query.unit), keys, measures)
 

@@ -26,7 +26,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
-from enclave.check.query import AggregateColumn, KeyColumn
+from enclave.check.query import DerivedColumn, KeyColumn
 from enclave.check.violations import Violation, position
 from enclave.disclosure.plan import PlanError, PrivacyPlan
 from enclave.pipeline import Enclave, UnknownDataset
@@ -121,19 +121,29 @@ def _decisions(enclave: Enclave, spec: TemplateSpec, rewritten: RewrittenQuery, 
     out = [Decision(f"table {name}", f"read, from {manifest.tables[name].contributor}'s data; columns "
                     f"{', '.join(columns) or 'none'}", "manifest tables and column roles (unknown_table, "
                     "unknown_column, restricted_column)") for name, columns in tables.items()]
-    for column in rewritten.checked.columns:
+    checked = rewritten.checked
+    for column in (*checked.columns, *checked.hidden):
         if isinstance(column, KeyColumn):
             decision = ("grouping key; every key of its public key set is released, zeros included"
                         if plan.groups is not None else
                         f"grouping key without a public key set; a group is released only if its noisy count "
                         f"of persons reaches {plan.selection_threshold} (costs δ)")
             rule = "manifest keys" if plan.groups is not None else "privacy.selection_delta"
+        elif isinstance(column, DerivedColumn):
+            decision = (f"derived: {column.expr.sql('duckdb', comments=False)}, computed from the noisy aggregates "
+                        "after protection (never from true values); the arithmetic itself costs nothing")
+            rule = "post_processing (arithmetic)"
         else:
-            assert isinstance(column, AggregateColumn)
             low_high = f", clamped to [{column.bounds[0]:g}, {column.bounds[1]:g}]" if column.bounds else ""
             decision = f"{column.function.upper()}{low_high}, noised with OpenDP's discrete Laplace"
             rule = "aggregates" + (" and the bounds of its columns (unbounded_aggregate)" if low_high else "")
-        out.append(Decision(f"output {column.name}", decision, rule))
+            if column.hidden:
+                decision += "; used only by derived columns or HAVING, not released"
+        out.append(Decision(f"{'hidden' if getattr(column, 'hidden', False) else 'output'} {column.name}", decision,
+                            rule))
+    if checked.having is not None:
+        out.append(Decision("having", f"{checked.having.sql('duckdb', comments=False)}: drops groups by their noisy "
+                            "values after protection (never by true values)", "post_processing (having)"))
     bounds = manifest.contribution_bounds
     out += [
         Decision("each person", f"at most {bounds.max_rows_per_unit} rows and {bounds.max_groups_per_unit} groups "

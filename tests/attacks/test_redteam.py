@@ -67,5 +67,7 @@ def test_the_number_of_groups_cannot_be_tipped_by_one_person(enclave):
 
 def test_rounding_digits_are_bounded(rules, manifest):
     result = check("SELECT ROUND(COUNT(*), -100000000) AS n FROM enrollments", rules, manifest)
-    assert [v.code for v in result.violations] == ["output_not_aggregate"]
+    assert [(v.code, v.highlight) for v in result.violations] == [("derived_not_allowed", "100000000")]
+    derived = check("SELECT ROUND(COUNT(*) / 2, 100000000) AS n FROM enrollments", rules, manifest)
+    assert [(v.code, v.highlight) for v in derived.violations] == [("derived_not_allowed", "100000000")]
     assert check("SELECT ROUND(COUNT(*), -3) AS n FROM enrollments", rules, manifest).accepted

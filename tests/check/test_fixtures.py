@@ -1,5 +1,6 @@
 """The check fixtures (tests/fixtures/check/*.sql) are the policy's specification: each block names the
-exact set of violation codes its SQL gets, or `accepted`."""
+exact set of violation codes its SQL gets, or `accepted`, and may name (`# at:`, separated by ` | `) the
+exact tokens its violations point at."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ def test_check_fixture(fixture, rules, manifest):
     assert not result.accepted
     wanted = Counter(code.strip() for code in expected.split(","))
     assert Counter(v.code for v in result.violations) == wanted, [v.to_dict() for v in result.violations]
+    if "at" in fixture.headers:
+        tokens = Counter(token.strip() for token in fixture.headers["at"].split(" | "))
+        assert Counter(v.highlight for v in result.violations) == tokens, [v.to_dict() for v in result.violations]
 
 
 def test_every_violation_is_positioned_inside_the_sql(rules, manifest):

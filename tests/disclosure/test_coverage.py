@@ -132,7 +132,7 @@ def measure(case: Case, query: RewrittenQuery, plan: PrivacyPlan) -> Coverage:
     by_truth = {t: (0, 0) for t in case.truths}
     left_out = 0
     for _ in range(math.ceil(CELLS / len(plan.groups))):
-        _, rows = protect(raw, query, plan)
+        rows = protect(raw, query, plan).rows
         for row in rows:
             true, cell = truth[tuple(c.value for c in row[:keys])], row[position]
             if cell.value is None or cell.interval is None:
@@ -201,7 +201,7 @@ def test_new_statistics_cover_95_percent_of_releases_on_real_data(sql, enough, h
     truth = {school: float(value) for school, value in plain.execute(sql).fetchall()}
     hits, cells, left_out = 0, 0, 0
     while cells < enough:
-        _, rows = protect(raw, prepared.rewritten, plan)
+        rows = protect(raw, prepared.rewritten, plan).rows
         for key, cell in rows:
             if key.value not in truth:
                 continue

@@ -26,7 +26,7 @@ def test_the_released_interval_of_a_count_has_the_previewed_half_width(rewritten
     plan = plan_privacy(query, manifest, rules, 1.0)
     raw = RawResult(("school", "c", "s", "r__sum", "r__count"),
                     tuple((*group, 500, 9000, -100, 1000) for group in plan.groups))
-    _, rows = protect(raw, query, plan)
+    rows = protect(raw, query, plan).rows
     low, high = rows[0][1].interval
     shown = float(outputs(plan, query.checked.columns)[0].interval.removeprefix("± "))
     assert shown <= (high - low) / 2 <= shown + 0.01  # the release rounds its interval outward

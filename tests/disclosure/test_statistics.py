@@ -42,7 +42,7 @@ def test_released_counts_are_integers_with_the_planned_noise_scale(setup):
     true_rows = 5000
     errors = []
     for _ in range(TRIALS):
-        _, rows = protect(raw(schools, 2000, true_rows), rewritten, plan)
+        rows = protect(raw(schools, 2000, true_rows), rewritten, plan).rows
         for row in rows:
             assert isinstance(row[2].value, int)
             errors.append(row[2].value - true_rows)
@@ -60,7 +60,7 @@ def test_suppression_happens_exactly_on_noisy_counts_below_the_threshold(setup):
     threshold = plan.suppression_threshold
     suppressed = released = 0
     for _ in range(TRIALS):
-        _, rows = protect(raw(schools, threshold, 40), rewritten, plan)
+        rows = protect(raw(schools, threshold, 40), rewritten, plan).rows
         for row in rows:
             if row[1].suppressed:
                 assert row[1].value is None
@@ -84,7 +84,7 @@ def test_groups_without_data_are_released_never_dropped_and_mostly_suppressed(se
     rewritten, plan, schools = setup
     passed = empty = 0
     for _ in range(300):
-        _, rows = protect(raw(schools, 500, 900, present=3), rewritten, plan)
+        rows = protect(raw(schools, 500, 900, present=3), rewritten, plan).rows
         assert [row[0].value for row in rows] == schools  # every public key, zeros included
         assert all(not row[2].suppressed for row in rows[:3])
         empty += len(rows) - 3
@@ -102,7 +102,7 @@ def test_means_are_clamped_noisy_ratios_with_their_interval(enclave, manifest, r
     true = RawResult(("a__sum", "a__count", "__units"), ((90_000 - 90 * 10_000, 10_000, 5_000),))
     values = []
     for _ in range(300):
-        _, rows = protect(true, rewritten, plan)
+        rows = protect(true, rewritten, plan).rows
         cell = rows[0][0]
         assert 0 <= cell.value <= 180
         assert cell.interval[0] <= cell.value <= cell.interval[1]
