@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import opendp.prelude as dp
 
@@ -103,6 +103,8 @@ class PrivacyPlan:
     groups: tuple[tuple[KeyValue, ...], ...] | None
     selection_threshold: int | None
     suppression_threshold: int
+    weights: Mapping[str, float] = field(default_factory=dict)  # the researcher's, by output column, sorted
+    targets: Mapping[str, float] = field(default_factory=dict)  # the accuracy targets it was planned for, if any
 
     def quantity(self, measure: str) -> Quantity:
         """The noised quantity a measure of the executed query is released from."""
@@ -220,7 +222,7 @@ def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, ep
     if total > epsilon * (1 + 1e-9):
         raise PlanError("epsilon_out_of_range", "The mechanisms would spend more than the ε asked for.")
     return PrivacyPlan(epsilon, spent_delta, rules.privacy.alpha, tuple(quantities), sources, public, selection,
-                       threshold)
+                       threshold, dict(sorted(weights.items())))
 
 
 TARGETED = ("count", "count_distinct_unit", "sum")  # outputs released from one quantity: exact half-widths
@@ -270,5 +272,17 @@ def plan_for_accuracy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rule
                             "more.")
         plan = plan_privacy(rewritten, manifest, rules, needed, delta, weights)
         if all(met.accuracy <= met.target for met in accuracy_met(plan, targets)):
-            return plan
+            return replace(plan, targets=dict(targets))
         needed *= 1 + 1e-12
+
+
+def plan_request(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, epsilon: float | None,
+                 weights: Mapping[str, float] | None = None,
+                 accuracy: Mapping[str, float] | None = None) -> PrivacyPlan:
+    """The plan of a request as a researcher gives it: at an ε (or the rules' default), or at the least ε
+    that meets its accuracy targets; never both, since either alone fixes the cost."""
+    if accuracy is None:
+        return plan_privacy(rewritten, manifest, rules, epsilon, weights=weights)
+    if epsilon is not None:
+        raise PlanError("epsilon_and_accuracy", "Give ε or accuracy targets, not both: the targets decide the ε.")
+    return plan_for_accuracy(rewritten, manifest, rules, accuracy, weights=weights)
