@@ -188,3 +188,14 @@ def test_weight_and_accuracy_flags(service: Service, capsys: pytest.CaptureFixtu
     status, out, _ = _remote(service, capsys, "query", "--json", "--weight", "nope=2", sql)
     assert (status, json.loads(out)["error"]["code"]) == (1, "unknown_output_column")
     assert "'nope'" in json.loads(out)["error"]["message"]
+
+
+def test_accuracy_flag_in_process(cli_home: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """Without a URL the flags reach the same plan: the check shows what the target costs."""
+    sql = "SELECT school, COUNT(*) AS n FROM enrollments GROUP BY school"
+    assert main(["check", "--json", "--accuracy", "n=100", "--weight", "n=2", sql]) == 0
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    [met] = plan["accuracy_targets"]
+    assert (met["column"], met["target"]) == ("n", 100.0)
+    assert met["accuracy"] <= 100.0
+    assert {q["column"]: q["weight"] for q in plan["quantities"]}["n"] == 2.0
