@@ -68,9 +68,30 @@ def _remote() -> argparse.ArgumentParser:
     return remote
 
 
+class _ByColumn(argparse.Action):
+    """A repeatable COLUMN=NUMBER option, gathered into {column: number} (None when never given)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: object,
+                 option_string: str | None = None) -> None:
+        column, sep, number = str(value).partition("=")
+        try:
+            parsed = float(number)
+        except ValueError:
+            parsed = None
+        if not sep or not column or parsed is None:
+            parser.error(f"{option_string} {value!r}: write COLUMN=NUMBER")
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), column: parsed})
+
+
 def _sql(sub: argparse.ArgumentParser, spends: str) -> None:
     sub.add_argument("--dataset", default=DEFAULT_DATASET, help=f"the dataset (default: {DEFAULT_DATASET})")
-    sub.add_argument("--epsilon", type=float, help=f"the ε the query {spends} (default: the rules')")
+    cost = sub.add_mutually_exclusive_group()
+    cost.add_argument("--epsilon", type=float, help=f"the ε the query {spends} (default: the rules')")
+    cost.add_argument("--accuracy", action=_ByColumn, metavar="COLUMN=HALF_WIDTH",
+                      help="instead of --epsilon: the half-width wanted for a COUNT or SUM output's interval; "
+                      f"the query {spends} the least ε that meets every target (repeatable)")
+    sub.add_argument("--weight", dest="weights", action=_ByColumn, metavar="COLUMN=W",
+                     help="an output column's weight in the split of ε (0 < W <= 100, default 1; repeatable)")
     sub.add_argument("sql", help="the SQL text, or - to read it from standard input")
 
 

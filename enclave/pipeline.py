@@ -45,7 +45,7 @@ from enclave.check.violations import at
 from enclave.consent import registry
 from enclave.disclosure import preview, replay
 from enclave.disclosure.cache import ReleaseCache
-from enclave.disclosure.plan import PlanError, PrivacyPlan, plan_privacy, requested_epsilon
+from enclave.disclosure.plan import PlanError, PrivacyPlan, accuracy_met, plan_request, requested_epsilon
 from enclave.disclosure.protect import protect
 from enclave.disclosure.release import Release
 from enclave.execute.cost import Cost, cost_of
@@ -72,6 +72,14 @@ QUERY_CODES: dict[str, str] = {
     "ran and nothing was spent: send it again.",
     "epsilon_out_of_range": "ε is not above 0 and at most the rules' maximum per query.",
     "unbounded_group_keys": "Grouping keys with neither a public key set nor a small bounded domain.",
+    "unknown_output_column": "A weight or accuracy target names a column that is not an aggregate output of the "
+    "query; the message names it (422).",
+    "invalid_weight": "A weight is not a number above 0 and at most 100 (422).",
+    "invalid_accuracy_target": "An accuracy target is not a positive half-width of a COUNT, COUNT(DISTINCT) or SUM "
+    "output (a mean's depends on its group's count) (422).",
+    "epsilon_and_accuracy": "Both ε and accuracy targets were given; the targets decide the ε (422).",
+    "accuracy_unreachable": "The accuracy targets need more ε than the rules allow per query; the message says how "
+    "much.",
     "no_grant": "The researcher has no grant on the dataset.",
     "grant_revoked": "The researcher's grant on the dataset was revoked.",
     "grant_not_started": "The researcher's grant on the dataset has not started yet.",
@@ -217,9 +225,10 @@ def load_manifests(datasets_dir: Path, rules: Rules) -> dict[str, Manifest]:
 def plan_summary(plan: PrivacyPlan, columns: Sequence[OutputColumn], cost: Cost | None = None) -> dict[str, object]:
     """The plan as recorded and shown: no data in it, only mechanisms, scales and costs, the interval each
     output column will have, and (with the query's cost) its worst case and the deadline it will be
-    answered at."""
+    answered at; a plan made for accuracy targets lists each with the half-width it meets."""
     timing = {"worst_case_rows": cost.worst_case_rows, "deadline_seconds": cost.deadline_seconds} if cost else {}
-    return {**timing,
+    targets = {"accuracy_targets": [asdict(met) for met in accuracy_met(plan, plan.targets)]} if plan.targets else {}
+    return {**timing, **targets,
         "epsilon": plan.epsilon, "delta": plan.delta, "alpha": plan.alpha,
         "group_selection": "public keys" if plan.groups is not None else f"threshold {plan.selection_threshold}",
         "suppression_threshold": plan.suppression_threshold,
@@ -438,9 +447,11 @@ class Enclave:
             return Prepared(CheckResult((violation,)), None, None)
         return Prepared(result, rewritten, version, cost)
 
-    def plan(self, dataset: str, rewritten: RewrittenQuery, epsilon: float | None) -> PrivacyPlan:
-        """Cost and accuracy of a rewritten query at ε, before anything runs."""
-        return plan_privacy(rewritten, self.manifest(dataset), self.rules, epsilon)
+    def plan(self, dataset: str, rewritten: RewrittenQuery, epsilon: float | None,
+             weights: Mapping[str, float] | None = None, accuracy: Mapping[str, float] | None = None) -> PrivacyPlan:
+        """Cost and accuracy of a rewritten query at ε (or at the least ε meeting `accuracy`, its targets'
+        half-widths), split by its output columns' `weights`, before anything runs."""
+        return plan_request(rewritten, self.manifest(dataset), self.rules, epsilon, weights, accuracy)
 
     def execute_unprotected(self, dataset: str, rewritten: RewrittenQuery, consent: ConsentSnapshot | None = None,
                             version: DataVersion | None = None, deadline_seconds: float | None = None) -> RawResult:
@@ -474,7 +485,8 @@ class Enclave:
 
     def query(self, researcher: str, dataset: str, sql: str, epsilon: float | None = None,
               timings: dict[str, float] | None = None, *, adhoc: bool = True, hold: bool = True,
-              hooks: Hooks = SYNCHRONOUS, sent: Mapping[str, object] | None = None) -> Release:
+              hooks: Hooks = SYNCHRONOUS, sent: Mapping[str, object] | None = None,
+              weights: Mapping[str, float] | None = None, accuracy: Mapping[str, float] | None = None) -> Release:
         """The whole protected pipeline for one request; raises QueryError when refused or failed.
 
         A query that is charged is answered at its deadline (`Prepared.cost`, set from its worst case
@@ -483,10 +495,11 @@ class Enclave:
         approved template (allowed by templates-only grants). `timings`, when given, receives the seconds
         spent in each stage (for bench/). `hooks` are an asynchronous query's (enclave.jobs). `sent` is the
         request as the researcher sent it (default: the SQL and ε; a template run's: the template and its
-        parameters), which a repeat of it is replayed by (`plan_or_replay`).
+        parameters), which a repeat of it is replayed by (`plan_or_replay`). `weights` and `accuracy` are
+        the researcher's, by output column (`plan`).
         """
         try:
-            planned = self.plan_or_replay(researcher, dataset, sql, epsilon, timings, hooks, sent)
+            planned = self.plan_or_replay(researcher, dataset, sql, epsilon, timings, hooks, sent, weights, accuracy)
             release = planned if isinstance(planned, Release) else self.run_planned(
                 researcher, planned, timings, adhoc, hooks)
         except QueryError as error:  # charged, then failed, when it has a deadline (answer_at)
@@ -501,15 +514,18 @@ class Enclave:
 
     def plan_or_replay(self, researcher: str, dataset: str, sql: str, epsilon: float | None,
                        timings: dict[str, float] | None = None, hooks: Hooks = SYNCHRONOUS,
-                       sent: Mapping[str, object] | None = None) -> Planned | Release:
+                       sent: Mapping[str, object] | None = None, weights: Mapping[str, float] | None = None,
+                       accuracy: Mapping[str, float] | None = None) -> Planned | Release:
         """Check, rewrite and plan a query; a refusal is recorded and raised (QueryError). A repeat of a
         released request is answered instead (enclave.disclosure.replay): a request as sent before at
-        once, before it is parsed; one whose checked form was released, right after the check."""
-        record = self._submitted(dataset, sql)
+        once, before it is parsed; one whose checked form was released, right after the check (unless
+        it gives accuracy targets: their ε is known only once it is planned, and its release is keyed by it)."""
+        given = {name: dict(value) for name, value in (("weights", weights), ("accuracy", accuracy)) if value}
+        record = {**self._submitted(dataset, sql), **given}
         try:
             with _stage(timings, "replay"):
                 version, alias, found = self._as_sent(researcher, dataset, sent if sent is not None else {
-                    "sql": sql, "epsilon": epsilon})
+                    "sql": sql, "epsilon": epsilon, **given})
         except QueryError as error:
             raise self._refuse(researcher, record, error, hooks) from None
         if found is not None:
@@ -520,10 +536,11 @@ class Enclave:
                 if not result.accepted or result.query is None:
                     prepared = Prepared(result, None, None)
                 else:
-                    key = replay.request_key(researcher, dataset, version.label, result.query.canonical_sql,
-                                             requested_epsilon(self.rules, epsilon))
-                    with self.audit.reading() as connection:
-                        found = replay.released(connection, researcher, key)
+                    if accuracy is None:
+                        key = replay.request_key(researcher, dataset, version.label, result.query.canonical_sql,
+                                                 requested_epsilon(self.rules, epsilon), weights)
+                        with self.audit.reading() as connection:
+                            found = replay.released(connection, researcher, key)
                     if found is not None:
                         return self._replay_released(researcher, dataset, found, {**found.record, **record},
                                                      alias, hooks)
@@ -535,7 +552,7 @@ class Enclave:
                 "check_failed", "The query was refused by the check.", prepared.result.violations), hooks)
         try:
             with _stage(timings, "plan"):
-                plan = self.plan(dataset, prepared.rewritten, epsilon)
+                plan = self.plan(dataset, prepared.rewritten, epsilon, weights, accuracy)
         except PlanError as error:
             raise self._refuse(researcher, record, QueryError(error.code, error.message), hooks) from None
         return Planned(prepared, plan, record, alias)
@@ -548,7 +565,7 @@ class Enclave:
         assert rewritten is not None
         assert version is not None
         key = replay.request_key(researcher, dataset, version.label, rewritten.checked.canonical_sql,
-                                 planned.plan.epsilon)
+                                 planned.plan.epsilon, planned.plan.weights)
         with self.audit.transaction() as tx:
             existing = replay.find(tx, key)
             if existing is not None and existing.status == "released":
@@ -582,7 +599,8 @@ class Enclave:
                       sql_executed_sha256=sha256_text(rewritten.sql),
                       plan=plan_summary(plan, rewritten.checked.columns, prepared.cost),
                       **({"consent": consent.summary} if consent is not None else {}))
-        key = replay.request_key(researcher, dataset, version.label, rewritten.checked.canonical_sql, plan.epsilon)
+        key = replay.request_key(researcher, dataset, version.label, rewritten.checked.canonical_sql, plan.epsilon,
+                                 plan.weights)
         with _stage(timings, "reserve+audit"):
             reserved = self._reserve_or_replay(researcher, dataset, plan, key, record, adhoc, hooks, planned.alias)
         if isinstance(reserved, Release):

@@ -39,6 +39,8 @@ API_CODES: dict[str, str] = {
     "conflict": "The request conflicts with the resource's state, e.g. a decided template (409).",
     "async_unavailable": "Asynchronous mode was asked for, but this enclave has no query queue "
     "(ENCLAVE_REDIS_URL is not set); send the query in sync mode (409).",
+    "async_not_allocated": "Asynchronous mode was asked for a query with weights or accuracy targets, which only "
+    "sync mode runs (a queued job keeps its SQL and ε only); send it in sync mode (409).",
     "internal_error": "An unexpected failure; nothing was released and no detail is given (500).",
 }
 
@@ -67,7 +69,8 @@ class ApiError(Exception):
 QUERY_STATUS: dict[str, int] = {
     "no_grant": 403, "grant_revoked": 403, "grant_expired": 403, "grant_not_started": 403, "templates_only": 403,
     "template_not_found": 404, "template_not_approved": 409, "review_not_allowed": 409, "run_limit_reached": 409,
-    "invalid_parameters": 422,
+    "invalid_parameters": 422, "unknown_output_column": 422, "invalid_weight": 422, "invalid_accuracy_target": 422,
+    "epsilon_and_accuracy": 422,
 }
 
 

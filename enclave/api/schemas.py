@@ -83,6 +83,18 @@ class QueryIn(_In):
     dataset: str = Field(min_length=1, max_length=64)
     sql: str = Field(min_length=1, max_length=20_000)
     epsilon: Epsilon | None = None
+    weights: dict[str, float] | None = Field(None, max_length=64, description="Each output column's weight in "
+                                             "the split of ε (above 0, at most 100; 1 unless named): a weight of 2 "
+                                             "gives that column's quantities twice the ε share of a column at 1. A "
+                                             "column that is not an aggregate output is refused "
+                                             "(422 unknown_output_column). Part of the request's identity: the same "
+                                             "query at other weights is another release.")
+    accuracy: dict[str, float] | None = Field(None, min_length=1, max_length=64, description="Instead of ε: "
+                                              "the half-width of the 1 - alpha interval wanted for each named COUNT, "
+                                              "COUNT(DISTINCT) or SUM output column. The plan is made at the least "
+                                              "ε that meets every target (shown by the check before anything is "
+                                              "spent; 400 accuracy_unreachable with the ε needed if above the "
+                                              "rules' maximum). Not with epsilon (422 epsilon_and_accuracy).")
     purpose: str | None = Field(default=None, max_length=200)
     mode: Literal["auto", "sync", "async"] = Field("auto", description="sync: answered in this response, at the "
                                                    "query's deadline; async: 202 at once with the query id, to poll "
@@ -111,6 +123,13 @@ class OutputPlanOut(BaseModel):
                           "at release'.")
 
 
+class AccuracyTargetOut(BaseModel):
+    column: str
+    target: float = Field(description="The half-width asked for.")
+    accuracy: float = Field(description="The half-width of the column's 1 - alpha interval under the plan: at "
+                            "most the target, and equal to it for the target that decides the ε.")
+
+
 class PlanOut(BaseModel):
     worst_case_rows: int | None = Field(None, description="The most joined rows the query can produce, from the "
                                         "contribution bounds and the tables' sizes.")
@@ -124,6 +143,9 @@ class PlanOut(BaseModel):
     quantities: list[QuantityOut]
     outputs: list[OutputPlanOut] = Field(description="Each aggregate output column and the interval it will be "
                                          "released with, before anything is spent.")
+    accuracy_targets: list[AccuracyTargetOut] | None = Field(None, description="With accuracy targets: each "
+                                                             "target and the half-width the plan meets; `epsilon` "
+                                                             "is what they cost.")
 
 
 class CheckOut(BaseModel):

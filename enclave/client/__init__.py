@@ -29,6 +29,7 @@ from enclave.client.errors import (
     Violation,
 )
 from enclave.client.models import (
+    AccuracyTarget,
     Budget,
     Cell,
     CheckReport,
@@ -49,9 +50,9 @@ from enclave.client.models import (
 from enclave.client.session import DEFAULT_DATASET, Enclave
 
 __all__ = [
-    "DEFAULT_DATASET", "Budget", "BudgetExhausted", "Cell", "CheckReport", "Column", "Conflict", "Dataset",
-    "DatasetSummary", "Enclave", "EnclaveError", "Forbidden", "InvalidRequest", "NotFound", "Output", "Parameter",
-    "Plan", "Quantity", "QueryFailed", "QueryRejected", "QueryStatus", "QuerySummary", "QueryTimeout",
+    "DEFAULT_DATASET", "AccuracyTarget", "Budget", "BudgetExhausted", "Cell", "CheckReport", "Column", "Conflict",
+    "Dataset", "DatasetSummary", "Enclave", "EnclaveError", "Forbidden", "InvalidRequest", "NotFound", "Output",
+    "Parameter", "Plan", "Quantity", "QueryFailed", "QueryRejected", "QueryStatus", "QuerySummary", "QueryTimeout",
     "RateLimited", "Result", "Rules", "ServerError", "Table", "Template", "Unauthenticated", "Unavailable",
     "Violation",
 ]

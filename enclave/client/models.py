@@ -129,6 +129,16 @@ class Output:
 
 
 @dataclass(frozen=True)
+class AccuracyTarget:
+    """An accuracy target asked for (the half-width of an output's 1 - alpha interval) and the half-width
+    the plan meets: at most the target, at the least ε that meets every target."""
+
+    column: str
+    target: float
+    accuracy: float
+
+
+@dataclass(frozen=True)
 class Plan:
     """How a checked query would be protected and what it would cost, before anything is spent."""
 
@@ -141,6 +151,7 @@ class Plan:
     worst_case_rows: int | None = None
     deadline_seconds: float | None = None
     outputs: tuple[Output, ...] = ()
+    accuracy_targets: tuple[AccuracyTarget, ...] = ()  # with targets: `epsilon` is what they cost
 
     @classmethod
     def from_json(cls, data: JSON) -> Plan:
@@ -148,7 +159,8 @@ class Plan:
         return cls(data["epsilon"], data["delta"], data["alpha"], data["group_selection"],
                    data["suppression_threshold"], tuple(Quantity(**q) for q in data["quantities"]),
                    data.get("worst_case_rows"), data.get("deadline_seconds"),
-                   tuple(Output(**o) for o in data.get("outputs", ())))
+                   tuple(Output(**o) for o in data.get("outputs", ())),
+                   tuple(AccuracyTarget(**t) for t in data.get("accuracy_targets") or ()))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,9 @@ def check_text(report: CheckReport) -> str:
                      f"cells with fewer than {plan.suppression_threshold} persons are suppressed")
         lines += [f"    {q.column}: {q.mechanism}, sensitivity {q.sensitivity:g}, scale {q.scale:.4g}, "
                   f"ε {q.epsilon:.4g}, ±{q.accuracy:.4g} at {100 * (1 - plan.alpha):g}%" for q in plan.quantities]
+        if plan.accuracy_targets:
+            lines.append(f"  accuracy targets (ε={plan.epsilon:.6g} is the least that meets them):")
+            lines += [f"    {t.column}: ± {t.accuracy:.6g} (target ± {t.target:g})" for t in plan.accuracy_targets]
         if plan.outputs:
             lines.append(f"  intervals at {100 * (1 - plan.alpha):g}%:")
             lines += [f"    {o.column} ({o.kind}): {o.interval}" for o in plan.outputs]

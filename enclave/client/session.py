@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any, Literal
 
@@ -120,16 +120,27 @@ class Enclave:
 
     # --- queries --------------------------------------------------------------------------------------
 
-    def check(self, sql: str, dataset: str | None = None, epsilon: float | None = None) -> CheckReport:
+    def check(self, sql: str, dataset: str | None = None, epsilon: float | None = None, *,
+              weights: Mapping[str, float] | None = None, accuracy: Mapping[str, float] | None = None) -> CheckReport:
         """Check `sql` and plan it at `epsilon` (default: the rules'): accepted or not, every violation at
-        its token, and the cost, deadline and interval half-width of each output. Spends nothing. A refusal
-        of the plan itself (ε out of range, unbounded group keys) raises `QueryRejected`."""
-        body = {"dataset": self._dataset(dataset), "sql": sql, "epsilon": epsilon}
+        its token, and the cost, deadline and interval half-width of each output. Spends nothing.
+
+        `weights` ({output column: w}, 0 < w <= 100, 1 unless named) split ε towards the columns that
+        matter most. `accuracy` ({COUNT, COUNT(DISTINCT) or SUM column: half-width}) instead of `epsilon`
+        plans at the least ε whose 1 - alpha intervals are that narrow: `plan.epsilon` is what it costs,
+        `plan.accuracy_targets` each target and the half-width met. A refusal of the plan itself (ε out of
+        range, unbounded group keys, an unknown column, a target above the rules' ε) raises `QueryRejected`."""
+        body = self._body(sql, dataset, epsilon, weights, accuracy)
         return CheckReport.from_json(self._request("POST", "/v1/queries/check", json=body, sql=sql).json(), sql)
 
     def query(self, sql: str, dataset: str | None = None, epsilon: float | None = None, *, mode: Mode = "auto",
-              timeout: float | None = None, progress: bool = True) -> Result:
+              timeout: float | None = None, progress: bool = True, weights: Mapping[str, float] | None = None,
+              accuracy: Mapping[str, float] | None = None) -> Result:
         """Run `sql` at `epsilon` (default: the rules') and return its protected release.
+
+        `weights` and `accuracy` are as for `check`: a query with targets spends exactly the ε its check
+        showed. The same query at other weights is another release (a repeat at the same ones is replayed).
+        Either runs synchronously (a queued job keeps its SQL and ε only).
 
         `mode`: "auto" lets the enclave decide (asynchronous when the query's deadline is long and the
         enclave has a query queue); "async" queues it (falling back to a synchronous request where the
@@ -145,17 +156,25 @@ class Enclave:
         `BudgetExhausted`, `Forbidden` (no grant), `QueryFailed` (charged, then failed), and so on.
         """
         started = time.monotonic()
-        body: dict[str, Any] = {"dataset": self._dataset(dataset), "sql": sql, "epsilon": epsilon, "mode": mode}
+        body = {**self._body(sql, dataset, epsilon, weights, accuracy), "mode": mode}
         try:
             response = self._submit(body, sql, timeout, started)
         except EnclaveError as error:
-            if error.code != "async_unavailable":
+            if error.code not in ("async_unavailable", "async_not_allocated"):
                 raise
             body["mode"] = "sync"  # this enclave has no query queue: ask again, waiting for the answer
             response = self._submit(body, sql, timeout, started)
         if response.status_code == 202:
             return self._await(QueryStatus.from_json(response.json()), sql, timeout, started, progress)
         return Result.from_json(response.json())
+
+    def _body(self, sql: str, dataset: str | None, epsilon: float | None, weights: Mapping[str, float] | None,
+              accuracy: Mapping[str, float] | None) -> dict[str, Any]:
+        """A check or query request; weights and targets only when given, as the API's defaults are none."""
+        body: dict[str, Any] = {"dataset": self._dataset(dataset), "sql": sql, "epsilon": epsilon}
+        body.update({name: dict(value) for name, value in (("weights", weights), ("accuracy", accuracy))
+                     if value is not None})
+        return body
 
     def _submit(self, body: dict[str, Any], sql: str, timeout: float | None, started: float) -> httpx.Response:
         """POST the query, within what is left of the call's timeout (else the client's per-request one)."""

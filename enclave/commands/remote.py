@@ -37,7 +37,8 @@ def _sql(args: argparse.Namespace) -> str:
 
 def check(args: argparse.Namespace) -> int:
     sql = _sql(args)
-    return _asked(args, lambda enclave: print_check(enclave.check(sql, args.dataset, args.epsilon), args.json))
+    return _asked(args, lambda enclave: print_check(enclave.check(
+        sql, args.dataset, args.epsilon, weights=args.weights, accuracy=args.accuracy), args.json))
 
 
 def _release(result: Result, fmt: str) -> int:
@@ -48,7 +49,8 @@ def _release(result: Result, fmt: str) -> int:
 def query(args: argparse.Namespace) -> int:
     sql = _sql(args)
     return _asked(args, lambda enclave: _release(enclave.query(
-        sql, args.dataset, args.epsilon, timeout=args.timeout, progress=sys.stderr.isatty()), args.format))
+        sql, args.dataset, args.epsilon, timeout=args.timeout, progress=sys.stderr.isatty(), weights=args.weights,
+        accuracy=args.accuracy), args.format))
 
 
 def _run_template(enclave: Enclave, args: argparse.Namespace) -> int:

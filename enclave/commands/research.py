@@ -46,7 +46,7 @@ def check(enclave: Enclave, args: argparse.Namespace) -> int:
         payload["columns"] = [{"name": c.name, "kind": column_kind(c)} for c in result.query.columns]
     if prepared is not None and prepared.rewritten is not None:
         try:
-            plan = enclave.plan(args.dataset, prepared.rewritten, args.epsilon)
+            plan = enclave.plan(args.dataset, prepared.rewritten, args.epsilon, args.weights, args.accuracy)
             payload["plan"] = plan_summary(plan, prepared.rewritten.checked.columns, prepared.cost)
         except PlanError as error:
             print_refusal(_rejected(error, sql), args.json)
@@ -68,7 +68,8 @@ def released(run: Callable[[], Release], sql: str, fmt: str) -> int:
 def query(enclave: Enclave, args: argparse.Namespace) -> int:
     enclave.ensure_demo_grant()
     sql = sql_of(args)
-    return released(lambda: enclave.query(DEMO_RESEARCHER, args.dataset, sql, args.epsilon), sql, args.format)
+    return released(lambda: enclave.query(DEMO_RESEARCHER, args.dataset, sql, args.epsilon, weights=args.weights,
+                                          accuracy=args.accuracy), sql, args.format)
 
 
 def templates(enclave: Enclave, args: argparse.Namespace) -> int:

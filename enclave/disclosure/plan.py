@@ -30,15 +30,25 @@ Sensitivities, for adding or removing one person who contributes at most N rows 
 Every quantity is an integer, so all noise is OpenDP's discrete Laplace and no sensitivity is
 understated by floating-point arithmetic: sums are exact DECIMAL(38, 6) in DuckDB and are noised as an
 integer count of millionths (`Quantity.unit`), with bounds rounded outward to a millionth.
+
+Accuracy targets (`plan_for_accuracy`): instead of ε a researcher may ask for the half-width of the
+1 - alpha interval of a COUNT, COUNT(DISTINCT) or SUM column. A quantity's accuracy depends only on its
+scale, and its scale is its sensitivity over its share ε · w / W, so the least total ε that meets a target
+is OpenDP's scale for that accuracy turned back into ε; the plan takes the largest over the targets and is
+built at that ε, so it spends exactly what the targets cost. A mean's half-width depends on the group's
+count and mean, which nothing knows before the query runs, so a mean takes no target.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+
+import opendp.prelude as dp
 
 from enclave.catalog.manifest import Manifest
+from enclave.check.query import AggregateColumn
 from enclave.disclosure import noise
 from enclave.disclosure.keys import KeyValue, domain_size, public_groups
 from enclave.policy.rules import Rules
@@ -93,6 +103,8 @@ class PrivacyPlan:
     groups: tuple[tuple[KeyValue, ...], ...] | None
     selection_threshold: int | None
     suppression_threshold: int
+    weights: Mapping[str, float] = field(default_factory=dict)  # the researcher's, by output column, sorted
+    targets: Mapping[str, float] = field(default_factory=dict)  # the accuracy targets it was planned for, if any
 
     def quantity(self, measure: str) -> Quantity:
         """The noised quantity a measure of the executed query is released from."""
@@ -126,6 +138,25 @@ def _weight(measure: Measure, weights: Mapping[str, float], rules: Rules, select
     return weights.get(measure.output, 1.0) * PART_WEIGHTS[measure.part]
 
 
+MAX_WEIGHT = 100.0  # a weight above it would starve every other output of ε for no gain a researcher can use
+
+
+def _outputs(rewritten: RewrittenQuery) -> dict[str, str]:
+    """Each released (aggregate) output column of a rewritten query and its function."""
+    return {column.name: column.function for column in rewritten.checked.columns
+            if isinstance(column, AggregateColumn)}
+
+
+def _unknown(named: Mapping[str, object], rewritten: RewrittenQuery, what: str) -> None:
+    """Refuse a weight or target of a column that is not an aggregate output of the query: it would be
+    silently ignored, and the researcher would pay for a split they did not ask for."""
+    outputs = _outputs(rewritten)
+    unknown = sorted(set(named) - set(outputs))
+    if unknown:
+        raise PlanError("unknown_output_column", f"{what} names {', '.join(map(repr, unknown))}, not an aggregate "
+                        f"output column of the query (those are: {', '.join(outputs) or 'none'}).")
+
+
 def requested_epsilon(rules: Rules, epsilon: float | None) -> float:
     """The ε a query asks for: its own, or the rules' default."""
     return rules.privacy.default_epsilon if epsilon is None else epsilon
@@ -136,6 +167,12 @@ def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, ep
     """The mechanisms, scales and cost of releasing a rewritten query at the requested ε, split by the
     weights of its output columns (1 each unless `weights` names them)."""
     epsilon = requested_epsilon(rules, epsilon)
+    weights = weights or {}
+    _unknown(weights, rewritten, "A weight")
+    bad = sorted(column for column, w in weights.items() if not 0 < w <= MAX_WEIGHT)
+    if bad:
+        raise PlanError("invalid_weight", f"The weight of {', '.join(map(repr, bad))} must be a number above 0 and "
+                        f"at most {MAX_WEIGHT:g}.")
     if not 0 < epsilon <= rules.privacy.max_epsilon:  # false for NaN too: the message names both
         raise PlanError("epsilon_out_of_range", f"ε must be a finite number above 0 and at most "
                         f"{rules.privacy.max_epsilon:g} per query.")
@@ -161,7 +198,7 @@ def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, ep
     for measure in rewritten.plan.measures:
         first = distinct.setdefault(_identity(measure), measure)
         sources[measure.name] = first.name
-        weight[first.name] = max(weight.get(first.name, 0.0), _weight(measure, weights or {}, rules, public is None))
+        weight[first.name] = max(weight.get(first.name, 0.0), _weight(measure, weights, rules, public is None))
     units = distinct[("count_units", "")]
     total_weight = sum(weight.values())
 
@@ -185,4 +222,67 @@ def plan_privacy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, ep
     if total > epsilon * (1 + 1e-9):
         raise PlanError("epsilon_out_of_range", "The mechanisms would spend more than the ε asked for.")
     return PrivacyPlan(epsilon, spent_delta, rules.privacy.alpha, tuple(quantities), sources, public, selection,
-                       threshold)
+                       threshold, dict(sorted(weights.items())))
+
+
+TARGETED = ("count", "count_distinct_unit", "sum")  # outputs released from one quantity: exact half-widths
+
+
+@dataclass(frozen=True)
+class AccuracyMet:
+    """A researcher's accuracy target for an output column and the half-width the plan gives it."""
+
+    column: str
+    target: float
+    accuracy: float
+
+
+def accuracy_met(plan: PrivacyPlan, targets: Mapping[str, float]) -> tuple[AccuracyMet, ...]:
+    """Each target with the half-width of its column's 1 - alpha interval under `plan`."""
+    return tuple(AccuracyMet(column, target, plan.quantity(column).accuracy) for column, target in targets.items())
+
+
+def plan_for_accuracy(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, targets: Mapping[str, float],
+                      delta: float | None = None, weights: Mapping[str, float] | None = None) -> PrivacyPlan:
+    """The plan at the least ε whose interval for each targeted output column is at most its target
+    half-width (see the module docstring), split by `weights` as `plan_privacy` splits it."""
+    if not targets:
+        raise PlanError("invalid_accuracy_target", "Name at least one output column and its target half-width.")
+    _unknown(targets, rewritten, "An accuracy target")
+    functions = _outputs(rewritten)
+    for column, target in targets.items():
+        if functions[column] not in TARGETED:
+            raise PlanError("invalid_accuracy_target", f"{column!r} is a {functions[column]}: only a COUNT, "
+                            "COUNT(DISTINCT) or SUM output takes an accuracy target (a mean's interval depends on "
+                            "its group's count); give ε, or weights, instead.")
+        if not 0 < target < math.inf:
+            raise PlanError("invalid_accuracy_target", f"The target of {column!r} must be a finite number above 0.")
+    # Sensitivities and weights do not depend on ε: read them from a plan at any ε.
+    probe = plan_privacy(rewritten, manifest, rules, rules.privacy.max_epsilon, delta, weights)
+    total_weight = sum(q.weight for q in probe.quantities)
+    needed = 0.0
+    for column, target in targets.items():
+        quantity = probe.quantity(column)
+        scale = dp.accuracy_to_discrete_laplacian_scale(target * quantity.unit, probe.alpha)
+        needed = max(needed, quantity.sensitivity * quantity.unit / scale * total_weight / quantity.weight)
+    while True:  # OpenDP rounds a scale up until its map accepts it, which can widen an interval by a hair
+        if needed > rules.privacy.max_epsilon:
+            raise PlanError("accuracy_unreachable", f"These accuracy targets need ε = {needed:.6g}, above the "
+                            f"rules' {rules.privacy.max_epsilon:g} per query: loosen a target, or weight its column "
+                            "more.")
+        plan = plan_privacy(rewritten, manifest, rules, needed, delta, weights)
+        if all(met.accuracy <= met.target for met in accuracy_met(plan, targets)):
+            return replace(plan, targets=dict(targets))
+        needed *= 1 + 1e-12
+
+
+def plan_request(rewritten: RewrittenQuery, manifest: Manifest, rules: Rules, epsilon: float | None,
+                 weights: Mapping[str, float] | None = None,
+                 accuracy: Mapping[str, float] | None = None) -> PrivacyPlan:
+    """The plan of a request as a researcher gives it: at an ε (or the rules' default), or at the least ε
+    that meets its accuracy targets; never both, since either alone fixes the cost."""
+    if accuracy is None:
+        return plan_privacy(rewritten, manifest, rules, epsilon, weights=weights)
+    if epsilon is not None:
+        raise PlanError("epsilon_and_accuracy", "Give ε or accuracy targets, not both: the targets decide the ε.")
+    return plan_for_accuracy(rewritten, manifest, rules, accuracy, weights=weights)

@@ -2,15 +2,15 @@
 
 Without this, asking the same query again and again would draw fresh noise each time, and the average
 of the answers would converge on the true value. A request is identical when the researcher, dataset,
-data version, canonical SQL and ε are. Its key is claimed in the same transaction as its charge, so a
+data version, canonical SQL, ε and output weights are. Its key is claimed in the same transaction as its charge, so a
 second identical request arriving while the first runs waits for that answer instead of paying again.
 
 A release keeps the audit record of its request (what the check, rewrite and plan decided), and every
 request as sent that it answered names it by an alias (`alias_key`: the researcher, dataset, data version
-and rules, with the SQL text and ε as sent, or the template and its parameters). So a repeated request is
-answered from its alias before it is parsed, checked, rewritten, bound or planned again; a request whose
-text differs but whose checked form is the same is answered after the check alone (`request_key`). Its
-`query.replayed` record is the one a replay after the whole pipeline would write.
+and rules, with the SQL text, ε, weights and accuracy targets as sent, or the template and its parameters).
+So a repeated request is answered from its alias before it is parsed, checked, rewritten, bound or planned
+again; a request whose text differs but whose checked form is the same is answered after the check alone
+(`request_key`). Its `query.replayed` record is the one a replay after the whole pipeline would write.
 """
 
 from __future__ import annotations
@@ -35,9 +35,15 @@ class Claim:
     claimed_at: float
 
 
-def request_key(researcher: str, dataset: str, data_version: str, canonical_sql: str, epsilon: float) -> str:
-    identity = {"researcher": researcher, "dataset": dataset, "data_version": data_version,
-                "sql": canonical_sql, "epsilon": epsilon}
+def request_key(researcher: str, dataset: str, data_version: str, canonical_sql: str, epsilon: float,
+                weights: Mapping[str, float] | None = None) -> str:
+    """The key of a release: the same query at other weights splits ε otherwise, so it is another release.
+    Weights are keyed sorted (json's sort_keys), and only when given, so an unweighted request keeps the
+    key it had before weights existed."""
+    identity: dict[str, object] = {"researcher": researcher, "dataset": dataset, "data_version": data_version,
+                                   "sql": canonical_sql, "epsilon": epsilon}
+    if weights:
+        identity["weights"] = {column: float(w) for column, w in weights.items()}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 

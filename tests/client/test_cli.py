@@ -166,3 +166,36 @@ def test_templates_and_budget_in_process(cli_home: Path, capsys: pytest.CaptureF
     assert capsys.readouterr().out.splitlines()[1].split()[:4] == ["demo", "10", "of", "10"]  # no purpose
     assert main(["templates", "run", "1", "--param", "grade=3"]) == 1
     assert capsys.readouterr().out.startswith("refused: template_not_found: ")
+
+
+def test_weight_and_accuracy_flags(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--weight COLUMN=W` (repeatable) splits ε; `--accuracy COLUMN=HALF_WIDTH` shows the ε it costs and
+    is not given with --epsilon; an unknown column is a refusal naming it."""
+    sql = "SELECT school, COUNT(*) AS n, SUM(days_absent) AS days FROM enrollments GROUP BY school"
+    args = parser().parse_args(["check", "--weight", "n=2", "--weight", "days=0.5", sql])
+    assert (args.weights, args.accuracy, args.epsilon) == ({"n": 2.0, "days": 0.5}, None, None)
+    for bad in (["--weight", "n"], ["--weight", "n=x"], ["--epsilon", "1", "--accuracy", "n=5"]):
+        with pytest.raises(SystemExit):
+            parser().parse_args(["check", *bad, sql])
+    capsys.readouterr()
+    status, out, _ = _remote(service, capsys, "check", "--json", "--epsilon", "0.5", "--weight", "n=3", sql)
+    assert status == 0
+    assert {q["column"]: q["weight"] for q in json.loads(out)["plan"]["quantities"]}["n"] == 3.0
+    status, out, _ = _remote(service, capsys, "check", "--accuracy", "n=100", sql)
+    assert status == 0
+    assert "  accuracy targets (ε=" in out
+    assert "    n: ± 100 (target ± 100)\n" in out
+    status, out, _ = _remote(service, capsys, "query", "--json", "--weight", "nope=2", sql)
+    assert (status, json.loads(out)["error"]["code"]) == (1, "unknown_output_column")
+    assert "'nope'" in json.loads(out)["error"]["message"]
+
+
+def test_accuracy_flag_in_process(cli_home: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """Without a URL the flags reach the same plan: the check shows what the target costs."""
+    sql = "SELECT school, COUNT(*) AS n FROM enrollments GROUP BY school"
+    assert main(["check", "--json", "--accuracy", "n=100", "--weight", "n=2", sql]) == 0
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    [met] = plan["accuracy_targets"]
+    assert (met["column"], met["target"]) == ("n", 100.0)
+    assert met["accuracy"] <= 100.0
+    assert {q["column"]: q["weight"] for q in plan["quantities"]}["n"] == 2.0

@@ -49,7 +49,7 @@ def _without_identity(record: dict) -> dict:
 
 def test_a_request_sent_again_is_answered_before_it_is_parsed(fresh, monkeypatch):
     first = fresh.query("alice", "demo", SQL, 0.5)
-    _stage_fails(monkeypatch, "check", "rewrite", "plan_privacy", "reserve")
+    _stage_fails(monkeypatch, "check", "rewrite", "plan_request", "reserve")
     again = fresh.query("alice", "demo", SQL, 0.5)
     assert again.replayed
     assert not first.replayed
@@ -64,7 +64,7 @@ def test_a_request_sent_again_is_answered_before_it_is_parsed(fresh, monkeypatch
 
 def test_a_restated_request_is_answered_after_the_check_only_then_before_it(fresh, monkeypatch):
     first = fresh.query("alice", "demo", SQL, 0.5)
-    _stage_fails(monkeypatch, "rewrite", "plan_privacy", "reserve")
+    _stage_fails(monkeypatch, "rewrite", "plan_request", "reserve")
     restated = fresh.query("alice", "demo", RESTATED, 0.5)
     assert restated.replayed
     assert restated.query_id == first.query_id
@@ -73,6 +73,29 @@ def test_a_restated_request_is_answered_after_the_check_only_then_before_it(fres
     after_check, before_parse = _records(fresh, "query.replayed")
     assert _without_identity(after_check) == _without_identity(before_parse)
     assert after_check["sql_submitted"] == RESTATED
+
+
+def test_weights_are_part_of_a_release_and_targets_replay_the_release_at_their_epsilon(fresh, monkeypatch):
+    """Other weights, another release; the same weights restated (another order, ints), the same one, after
+    the check; targets are planned first (their ε is known only then), and keyed as that ε and weights."""
+    column = "n"  # SQL's COUNT(*)
+    plain = fresh.query("alice", "demo", SQL, 0.5)
+    weighted = fresh.query("alice", "demo", SQL, 0.5, weights={column: 2.0})
+    assert not weighted.replayed
+    assert weighted.query_id != plain.query_id
+    _stage_fails(monkeypatch, "rewrite", "plan_request", "reserve")
+    again = fresh.query("alice", "demo", RESTATED, 0.5, weights={column: 2})
+    assert (again.replayed, again.query_id) == (True, weighted.query_id)
+    monkeypatch.undo()
+    targets = {column: 120.0}
+    cost = fresh.plan("demo", fresh.prepare("demo", SQL).rewritten, None, None, targets).epsilon
+    targeted = fresh.query("alice", "demo", SQL, accuracy=targets)
+    assert (targeted.replayed, targeted.epsilon) == (False, cost)
+    assert fresh.query("alice", "demo", SQL, cost).query_id == targeted.query_id
+    (charged,) = [r for r in _records(fresh, "query.charged") if r["query_id"] == targeted.query_id]
+    assert charged["accuracy"] == targets
+    assert charged["plan"]["accuracy_targets"] == [{"column": column, "target": 120.0,
+                                                     "accuracy": pytest.approx(120.0, rel=1e-6)}]
 
 
 def test_a_replay_early_writes_the_record_the_whole_pipeline_wrote_before(fresh):
@@ -115,7 +138,7 @@ def test_a_repeated_template_run_is_answered_before_it_is_bound_checked_or_count
     template = workflow.propose(fresh, "alice", spec)
     workflow.review(fresh, "rita", template.id, "approve", "aggregate only")
     first = workflow.run(fresh, "alice", template.id, {"grade": 3})
-    _stage_fails(monkeypatch, "check", "rewrite", "plan_privacy", "reserve")
+    _stage_fails(monkeypatch, "check", "rewrite", "plan_request", "reserve")
     monkeypatch.setattr(TemplateSpec, "bind", lambda *a: pytest.fail("a repeated run bound its parameters"))
     again = workflow.run(fresh, "alice", template.id, {"grade": 3})  # at its run limit: a replay still answers
     assert again.replayed

@@ -175,6 +175,18 @@ def test_a_long_deadline_goes_async_on_its_own_unless_sync_is_asked_for(service:
     assert client.delete(f"/v1/queries/{auto.json()['query_id']}").json()["state"] == "cancelled"
 
 
+def test_a_query_with_weights_or_targets_is_never_queued(service: Service) -> None:
+    """A job keeps its SQL and ε only, so weights or targets run synchronously: `auto` stays sync even for a
+    long deadline, and `async` is refused before anything is planned or spent."""
+    client = service.client("alice")
+    asked = {"dataset": "demo", "sql": FAST, "epsilon": 0.1, "weights": {"n": 2.0}}
+    assert_envelope(client.post("/v1/queries", json={**asked, "mode": "async"}), 409, "async_not_allocated")
+    assert spent(service) == 0.0
+    auto = client.post("/v1/queries", json={**asked, "sql": SLOW})
+    assert auto.status_code == 200, auto.text  # answered, not queued
+    assert auto.json()["epsilon"] == 0.1
+
+
 def queue_depth(service: Service) -> float:
     """`enclave_queue_depth` as an operator's scraper reads it (from the store's jobs, not from Redis)."""
     text = service.client("auditor").get("/metrics").text

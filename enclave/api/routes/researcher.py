@@ -82,7 +82,7 @@ def check_query(body: QueryIn, enclave: EnclaveDep, principal: Researcher) -> Ch
     if prepared.rewritten is None:
         return out
     try:
-        plan = enclave.plan(body.dataset, prepared.rewritten, body.epsilon)
+        plan = enclave.plan(body.dataset, prepared.rewritten, body.epsilon, body.weights, body.accuracy)
     except PlanError as error:  # the code and status the query route gives for the same cause
         raise refused(QueryError(error.code, error.message)) from None
     query = prepared.rewritten.checked
@@ -101,13 +101,16 @@ async def submit_query(body: QueryIn, enclave: EnclaveDep, jobs: JobsDep,
     _manifest(enclave, body.dataset)
     if body.mode == "async" and jobs is None:
         raise ApiError(409, "async_unavailable", API_CODES["async_unavailable"])
+    allocated = body.weights is not None or body.accuracy is not None
+    if body.mode == "async" and allocated:
+        raise ApiError(409, "async_not_allocated", API_CODES["async_not_allocated"])
     try:
         planned = await run_in_threadpool(enclave.plan_or_replay, principal.name, body.dataset, body.sql,
-                                          body.epsilon)
+                                          body.epsilon, weights=body.weights, accuracy=body.accuracy)
         if isinstance(planned, Release):  # a repeat of a released request: its answer, at once
             return planned
         after = enclave.rules.execution.async_after_seconds
-        if jobs is not None and (body.mode == "async" or (
+        if jobs is not None and not allocated and (body.mode == "async" or (
                 body.mode == "auto" and after is not None and planned.deadline_seconds > after)):
             job = await run_in_threadpool(submit, enclave, jobs, principal.name, planned, body.sql, body.epsilon)
             return JSONResponse(_status(enclave, job).model_dump(mode="json"), status_code=202)
