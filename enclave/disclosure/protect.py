@@ -110,7 +110,9 @@ def protect(raw: RawResult, rewritten: RewrittenQuery, plan: PrivacyPlan) -> Pro
                                           dtype=np.int64)
     del raw  # from here on only noisy values are read: the released ones, and replicates of them
     bins = max([len(q.edges) - 1 for q in plan.quantities if q.edges] or [1])
-    draws = intervals.draws_for(len(groups) * bins)
+    # replicates only where an interval is simulated: a count's or sum's is OpenDP's accuracy
+    simulates = bool(query.derived) or any(c.function in statistics.SIMULATED for c in query.aggregates)
+    draws = intervals.draws_for(len(groups) * bins) if simulates else 0
     released = {q.column: _shaped(noisy[q.column], q, len(groups)) / q.unit for q in plan.quantities}
     replicated = {q.column: _shaped(intervals.replicates(noisy[q.column], q.noise_scale, draws), q, len(groups))
                   / q.unit for q in plan.quantities}
