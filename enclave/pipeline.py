@@ -49,6 +49,7 @@ from enclave.disclosure.plan import PlanError, PrivacyPlan, accuracy_met, plan_r
 from enclave.disclosure.protect import protect
 from enclave.disclosure.release import Release
 from enclave.execute.cost import Cost, cost_of
+from enclave.execute.engine import Engine
 from enclave.execute.sandbox import EXECUTION_CODES, ExecutionError, RawResult, Sandbox
 from enclave.execute.slots import Slots
 from enclave.intake.identity import IdentityStore, StaleBuild
@@ -273,7 +274,7 @@ class Enclave:
         self.manifests = load_manifests(settings.datasets_dir, self.rules)
         self.audit, self.public_key_path = self.open_audit(settings)
         ensure_consistent(self.audit)  # never serve on governed state the log does not explain
-        self._sandboxes: dict[str, Sandbox] = {}
+        self._sandboxes: dict[str, Engine] = {}
         self._identities: dict[str, IdentityStore] = {}
         self._snapshots: OrderedDict[tuple[str, str, str, dt.date], ConsentSnapshot] = OrderedDict()
         self._bound: OrderedDict[tuple[str, str], bool] = OrderedDict()
@@ -353,13 +354,20 @@ class Enclave:
                 self._identities[dataset] = IdentityStore(path, manifest, secret)
             return self._identities[dataset]
 
-    def _sandbox(self, version: DataVersion) -> Sandbox:
+    def _sandbox(self, version: DataVersion) -> Engine:
+        """The engine of a data version (ENCLAVE_ENGINE: DuckDB's sandbox, or Spark), opened once."""
         with self._lock:
             key = str(version.database)
             if key not in self._sandboxes:
                 # a backstop only: plans bound every query's groups far below it (see disclosure.keys)
-                self._sandboxes[key] = Sandbox(version.database, self.rules.execution,
-                                               100 * self.rules.limits.max_output_groups)
+                groups = 100 * self.rules.limits.max_output_groups
+                if self.settings.engine == "spark":
+                    from enclave.execute.spark import SparkEngine  # pyspark only where Spark is chosen
+
+                    self._sandboxes[key] = SparkEngine(version.database, self.rules.execution, groups,
+                                                       self.settings.spark_master)
+                else:
+                    self._sandboxes[key] = Sandbox(version.database, self.rules.execution, groups)
             return self._sandboxes[key]
 
     def data_version(self, dataset: str) -> str:
@@ -430,7 +438,14 @@ class Enclave:
         salt = sampling_salt(self.settings.secret("sampling"), version.label)
         manifest = self.manifest(dataset)
         rewritten = rewrite(result.query, manifest, salt)
-        if not self._binds(version, rewritten.sql, manifest.consent_required):
+        try:
+            executed = sandbox.sql_of(rewritten)
+        except ExecutionError:
+            violation = Violation("engine_unsupported", f"The dataset's engine ({sandbox.name}) cannot compute a "
+                                  "construct of this query with the reference engine's meaning.",
+                                  remedy="rewrite the query with the constructs the engine accepts (README: Engines)")
+            return Prepared(CheckResult((violation,)), None, None)
+        if not self._binds(version, executed, manifest.consent_required):
             violation = Violation("type_mismatch", "The query does not type-check: a value is compared with, or "
                                   "passed to, something of another type.", remedy="cast to a common type")
             return Prepared(CheckResult((violation,)), None, None)
@@ -461,7 +476,8 @@ class Enclave:
         if self.manifest(dataset).consent_required and consent is None:
             raise ValueError(f"dataset {dataset} requires consent: a query needs a consent snapshot")
         sandbox = self._sandbox(version or self.version(dataset))
-        return sandbox.execute(rewritten.sql, consent.keys if consent is not None else None, deadline_seconds)
+        return sandbox.execute(sandbox.sql_of(rewritten), consent.keys if consent is not None else None,
+                               deadline_seconds)
 
     def _purpose(self, researcher: str, dataset: str) -> str:
         with self.audit.transaction() as tx:
@@ -595,8 +611,9 @@ class Enclave:
                 consent = self.consent_snapshot(dataset, version, self._purpose(researcher, dataset))
             except QueryError as error:
                 raise self._refuse(researcher, record, error, hooks) from None
-        record.update(data_version=version.label, canonical_sql=rewritten.checked.canonical_sql,
-                      sql_executed_sha256=sha256_text(rewritten.sql),
+        engine = self._sandbox(version)
+        record.update(data_version=version.label, engine=engine.name, canonical_sql=rewritten.checked.canonical_sql,
+                      sql_executed_sha256=sha256_text(engine.sql_of(rewritten)),
                       plan=plan_summary(plan, rewritten.checked.columns, prepared.cost),
                       **({"consent": consent.summary} if consent is not None else {}))
         key = replay.request_key(researcher, dataset, version.label, rewritten.checked.canonical_sql, plan.epsilon,
@@ -627,7 +644,7 @@ class Enclave:
         if failure is not None:
             hooks.hold(answer_at)
             raise self._failed(researcher, dataset, query_id, key, failure, hooks) from None
-        release = Release(query_id=query_id, dataset=dataset, data_version=version.label,
+        release = Release(query_id=query_id, dataset=dataset, data_version=version.label, engine=engine.name,
                           rules_sha256=self.rules.sha256, epsilon=plan.epsilon, delta=plan.delta, alpha=plan.alpha,
                           suppression_threshold=plan.suppression_threshold, columns=columns, rows=rows,
                           having_removed=having_removed)
@@ -637,7 +654,7 @@ class Enclave:
         try:  # nothing is released unless its record is durably written first
             with _stage(timings, "record release"), self.audit.transaction() as tx:
                 released = tx.append("query.released", researcher, "allow", [], query_id=query_id, dataset=dataset,
-                                     data_version=version.label, groups=len(rows),
+                                     data_version=version.label, engine=engine.name, groups=len(rows),
                                      cells=sum(len(row) for row in rows), suppressed_cells=suppressed,
                                      payload_sha256=sha256_text(payload))
                 replay.complete(tx, key, payload, int(released["seq"]), record)

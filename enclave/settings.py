@@ -46,6 +46,10 @@ class Settings(BaseSettings):
                                                    "(the demo) or one JSON object a line (production).")
     metrics_token: SecretStr | None = Field(default=None, description="Bearer token a metrics scraper may "
                                             "read /metrics with (auditor keys always may).")
+    engine: Literal["duckdb", "spark"] = Field(default="duckdb", description="The engine that runs queries: "
+                                               "DuckDB's sandbox, or Spark (pip install 'enclave[spark]', Java 17).")
+    spark_master: str = Field(default="local[2]", description="Where the Spark engine runs: local[n], a "
+                              "spark:// standalone master, or an sc:// Spark Connect URL.")
     session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60, description="A web page session ends after "
                                       "this long without a request.")
     session_hours: int = Field(default=12, ge=1, le=7 * 24, description="A web page session ends this long "

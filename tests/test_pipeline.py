@@ -15,7 +15,7 @@ from enclave.pipeline import Enclave, QueryError
 
 SQL = "SELECT school, COUNT(*) AS n, AVG(days_absent) AS absent FROM enrollments GROUP BY school ORDER BY school"
 RELEASE_FIELDS = {"seq", "time", "actor", "event", "decision", "reasons", "prev_hash", "hash", "query_id",
-                  "dataset", "data_version", "groups", "cells", "suppressed_cells", "payload_sha256"}
+                  "dataset", "data_version", "engine", "groups", "cells", "suppressed_cells", "payload_sha256"}
 
 
 @pytest.fixture
@@ -51,6 +51,7 @@ def test_a_query_returns_a_protected_table_recorded_before_the_response(fresh):
     assert charged["seq"] < released["seq"] == release.audit_seq
     assert released["payload_sha256"] == hashlib.sha256(release.payload().encode()).hexdigest()
     assert set(released) == RELEASE_FIELDS  # shape and hashes only: no value of the data
+    assert release.engine == released["engine"] == charged["engine"] == "duckdb"  # who computed the true values
     assert charged["sql_submitted"] == SQL
     assert charged["rules_sha256"] == fresh.rules.sha256
 

@@ -74,6 +74,8 @@ CODES: dict[str, str] = {
     "reserved_name": "An output column or table alias containing '__', which the enclave reserves for itself.",
     "order_not_output": "ORDER BY something that is not an output column.",
     "type_mismatch": "The engine cannot type the query (text compared with a number, say); nothing ran.",
+    "engine_unsupported": "The dataset's engine (Spark) cannot compute this construct with DuckDB's meaning; "
+    "nothing ran.",
     "internal_check_failed": "The query failed a re-check after qualification; it is refused (fail closed).",
 }
 

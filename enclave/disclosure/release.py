@@ -48,6 +48,7 @@ class Release(BaseModel):
     dataset: str
     data_version: str
     rules_sha256: str
+    engine: str = "duckdb"  # the engine that computed the true aggregates (noise was added in the enclave)
     epsilon: float
     delta: float
     alpha: float

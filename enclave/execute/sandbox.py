@@ -23,12 +23,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import duckdb
 
 from enclave.policy.rules import Execution
 from enclave.rewrite.rules import CONSENTED
+
+if TYPE_CHECKING:
+    from enclave.rewrite import RewrittenQuery
 
 # code -> what it means; README.md documents each.
 EXECUTION_CODES: dict[str, str] = {
@@ -40,6 +43,8 @@ EXECUTION_CODES: dict[str, str] = {
     "too_many_groups": "The result has more groups than the rules allow.",
     "type_mismatch": "The query does not type-check in the engine (text compared with a number, say); "
     "nothing ran and nothing was spent.",
+    "engine_unsupported": "The dataset's engine cannot compute a construct of this query with the same meaning "
+    "as the reference engine (DuckDB); nothing ran and nothing was spent.",
 }
 
 
@@ -90,7 +95,9 @@ def _round_up(rows: int) -> int:
 
 
 class Sandbox:
-    """A locked-down, read-only DuckDB database, one per dataset and data version."""
+    """A locked-down, read-only DuckDB database, one per dataset and data version (an `Engine`)."""
+
+    name = "duckdb"
 
     # keyed by the file and the settings the engine is opened with (not the deadline cost model)
     _shared: ClassVar[dict[tuple[str, float, int, int], tuple[duckdb.DuckDBPyConnection, int]]] = {}
@@ -108,6 +115,10 @@ class Sandbox:
         self._connection = connection
         self._closed = False
         self._table_rows: dict[str, int] | None = None
+
+    def sql_of(self, rewritten: RewrittenQuery) -> str:
+        """The DuckDB rendering the rewrite stage made: DuckDB is the reference engine."""
+        return rewritten.sql
 
     def table_rows(self) -> dict[str, int]:
         """Each table's number of rows, rounded up to two significant digits: public metadata of the data

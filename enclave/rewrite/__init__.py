@@ -10,9 +10,11 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from sqlglot import exp
+
 from enclave.catalog.manifest import Manifest
 from enclave.check.query import CheckedQuery
-from enclave.rewrite.plan import Plan, plan_of, render
+from enclave.rewrite.plan import Plan, build, plan_of, render
 from enclave.rewrite.rules import RULES, RewriteContext
 
 __all__ = ["RULES", "RewriteContext", "RewrittenQuery", "rewrite", "sampling_salt"]
@@ -25,6 +27,11 @@ class RewrittenQuery:
     sql: str
     plan: Plan
     checked: CheckedQuery
+
+    def tree(self) -> exp.Select:
+        """A fresh, engine-neutral tree of the executed query (`sql` is its DuckDB rendering): an engine of
+        another dialect renders this (enclave.execute.spark) and may change its own copy while doing so."""
+        return build(self.plan)
 
 
 def sampling_salt(secret: bytes, data_version: str) -> int:

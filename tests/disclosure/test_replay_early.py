@@ -19,8 +19,8 @@ SQL = "SELECT school, COUNT(*) AS n FROM enrollments GROUP BY school"
 # the same checked query, in other words
 RESTATED = "select school, count(*) as n from enrollments group by school"
 # what a replay's record carries, whichever way it was found (the record the whole pipeline writes)
-RECORDED = {"dataset", "rules_sha256", "sql_submitted", "sql_submitted_sha256", "data_version", "canonical_sql",
-            "sql_executed_sha256", "plan", "query_id", "payload_sha256"}
+RECORDED = {"dataset", "rules_sha256", "sql_submitted", "sql_submitted_sha256", "data_version", "engine",
+            "canonical_sql", "sql_executed_sha256", "plan", "query_id", "payload_sha256"}
 
 
 @pytest.fixture
