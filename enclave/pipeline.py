@@ -437,7 +437,7 @@ class Enclave:
         sandbox = self._sandbox(version)
         salt = sampling_salt(self.settings.secret("sampling"), version.label)
         manifest = self.manifest(dataset)
-        rewritten = rewrite(result.query, manifest, salt)
+        rewritten = rewrite(result.query, manifest, salt, sandbox.layout())
         try:
             executed = sandbox.sql_of(rewritten)
         except ExecutionError:

@@ -33,7 +33,7 @@ from enclave.intake.delivery import DeliveryFile
 from enclave.intake.identity import IdentityStore
 from enclave.intake.quality import against_truth
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 DEFAULT_CHILDREN = 50_000
 DEFAULT_SEED = 20261121
 # which roster carries which person attributes (the after-school program records neither)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from enclave.catalog.bounding import Layout
     from enclave.execute.sandbox import RawResult
     from enclave.rewrite import RewrittenQuery
 
@@ -35,6 +36,9 @@ class Engine(Protocol):
 
     def table_rows(self) -> dict[str, int]:
         """Each table's rows, rounded up (public metadata the worst case is computed from)."""
+
+    def layout(self) -> Layout | None:
+        """The contribution bounding the version's build prepared (enclave.catalog.bounding), or None."""
 
     def close(self) -> None:
         """Release what this engine holds (idempotent)."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import duckdb
 
+from enclave.catalog.bounding import Layout, read_layout
 from enclave.policy.rules import Execution
 from enclave.rewrite.rules import CONSENTED
 
@@ -115,6 +116,7 @@ class Sandbox:
         self._connection = connection
         self._closed = False
         self._table_rows: dict[str, int] | None = None
+        self._layout: Layout | bool | None = False  # False: not read yet
 
     def sql_of(self, rewritten: RewrittenQuery) -> str:
         """The DuckDB rendering the rewrite stage made: DuckDB is the reference engine."""
@@ -135,6 +137,16 @@ class Sandbox:
             finally:
                 cursor.close()
         return self._table_rows
+
+    def layout(self) -> Layout | None:
+        """The bounding the build prepared (enclave.catalog.bounding), or None: read once."""
+        if self._layout is False:
+            cursor = self._connection.cursor()
+            try:
+                self._layout = read_layout(cursor)
+            finally:
+                cursor.close()
+        return self._layout
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         return locked_connection(str(self.database), self.execution.memory_limit_mb, self.execution.threads,

@@ -36,6 +36,7 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
+from enclave.catalog.bounding import Layout, read_layout
 from enclave.execute.sandbox import ExecutionError, RawResult, _round_up
 from enclave.policy.rules import Execution
 from enclave.rewrite.rules import CONSENTED
@@ -209,6 +210,13 @@ class SparkEngine:
 
     def sql_of(self, rewritten: RewrittenQuery) -> str:
         return render(rewritten.tree())
+
+    def layout(self) -> Layout | None:
+        """The bounding the build prepared, read from the version's DuckDB file (attached read-only)."""
+        with duckdb.connect(":memory:") as connection:
+            connection.execute("ATTACH ? AS build (READ_ONLY)", [str(self.database)])
+            connection.execute("USE build")
+            return read_layout(connection)
 
     def _query_session(self, consented: Sequence[str] | None) -> SparkSession:
         """A child session (shares the SparkContext, not temp views or SQL settings) with the tables."""

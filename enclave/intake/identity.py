@@ -27,6 +27,7 @@ from pathlib import Path
 
 import duckdb
 
+from enclave.catalog import bounding
 from enclave.catalog.manifest import Manifest
 from enclave.intake.delivery import (
     ROSTER,
@@ -325,6 +326,8 @@ class IdentityStore:
         atomically; return its row counts. Direct identifiers, local IDs and surrogates stay here.
 
         Tables go across as Arrow into a connection of their own: one DuckDB transaction writes one file.
+        Each table then gets the bounding columns of the build (enclave.catalog.bounding), with a row
+        order keyed by the store's secret and the build.
         """
         partial = target.with_name(target.name + ".partial")
         partial.unlink(missing_ok=True)
@@ -349,6 +352,7 @@ class IdentityStore:
                 out.execute(f'CREATE TABLE "{name}" AS SELECT * FROM built')
                 out.unregister("built")
                 counts[name] = len(rows)
+            bounding.prepare(out, self.manifest, bounding.sampling_salt(self._secret, build))
             out.execute("CHECKPOINT")
         cursor.execute("DROP TABLE members")
         cursor.execute("INSERT OR REPLACE INTO state VALUES ('build', ?)", [build])

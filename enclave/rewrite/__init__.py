@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from enclave.catalog.bounding import Layout
 from enclave.catalog.manifest import Manifest
 from enclave.check.query import CheckedQuery
 from enclave.rewrite.plan import Plan, build, plan_of, render
@@ -44,9 +45,10 @@ def sampling_salt(secret: bytes, data_version: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def rewrite(query: CheckedQuery, manifest: Manifest, salt: int) -> RewrittenQuery:
-    """Apply every rule in order and render the result."""
-    ctx = RewriteContext(manifest.contribution_bounds, salt, manifest.consent_required)
+def rewrite(query: CheckedQuery, manifest: Manifest, salt: int, layout: Layout | None = None) -> RewrittenQuery:
+    """Apply every rule in order and render the result; `layout` is what the data version's build prepared
+    for bounding (enclave.catalog.bounding), None for a build without it."""
+    ctx = RewriteContext(manifest.contribution_bounds, salt, manifest.consent_required, layout)
     plan = plan_of(query)
     for rule in RULES:
         plan = rule(plan, ctx)

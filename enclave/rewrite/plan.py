@@ -39,12 +39,26 @@ class Measure:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A bound the build prepared (enclave.catalog.bounding): a filter on the table's bounding columns.
+
+    `groups` names the group columns of the set of dimension columns the query's keys are computed from;
+    `firsts` says the keys are exactly those columns, so a group's persons are the sum of its first-row marks.
+    """
+
+    groups: str
+    firsts: bool
+
+
+@dataclass(frozen=True)
 class Bounds:
-    """Per-person contribution bounds and the salt that makes the choice of rows deterministic."""
+    """Per-person contribution bounds and the salt that makes the choice of rows deterministic; `prepared`
+    where the build's bounding columns apply to the query (a filter instead of per-query windows)."""
 
     max_rows: int
     max_groups: int
     salt: int
+    prepared: Prepared | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,7 @@ class Plan:
     keys: tuple[KeyColumn, ...]
     measures: tuple[Measure, ...]
     bounds: Bounds | None = None
+    filtered: bool = False  # the researcher wrote a WHERE (the consent restriction is not one)
 
 
 def plan_of(query: CheckedQuery) -> Plan:
@@ -71,7 +86,7 @@ def plan_of(query: CheckedQuery) -> Plan:
     measures = tuple(Measure(c.name, functions[c.function], _measured(c, query), c.name, bounds=c.bounds,
                              never_null=c.never_null) for c in query.aggregates)
     keys = tuple(KeyColumn(k.name, _detached(k.expr)) for k in query.keys)
-    return Plan(relation, _detached(query.unit), keys, measures)
+    return Plan(relation, _detached(query.unit), keys, measures, filtered=query.tree.args.get("where") is not None)
 
 
 _POSITIONS = frozenset({"line", "col", "start", "end"})
@@ -142,6 +157,8 @@ def build(plan: Plan) -> exp.Select:
     """The SELECT that computes a plan: a new tree that shares no node with the plan."""
     if plan.bounds is None:
         return _plain(plan)
+    if plan.bounds.prepared is not None:
+        return _filtered(plan, plan.bounds, plan.bounds.prepared)
     return _bounded(plan, plan.bounds)
 
 
@@ -154,6 +171,36 @@ def _plain(plan: Plan) -> exp.Select:
     ])
     if plan.keys:
         select.set("group", exp.Group(expressions=[k.expr.copy() for k in plan.keys]))
+    return select
+
+
+def _filtered(plan: Plan, bounds: Bounds, prepared: Prepared) -> exp.Select:
+    """The plain aggregate of the rows the build prepared the bound for (enclave.catalog.bounding).
+
+    `__r<S> <= R` keeps each person's first R rows, in the build's keyed order, of their G largest groups
+    of the dimension columns S the keys are computed from (groups of expressions of S are unions of
+    S-groups, so a person is still in at most G of them). It is a plain column filter the engine pushes
+    into its scan, ahead of the researcher's WHERE: the bound is a function of each person's rows alone,
+    fixed per build, applied before anything the query asks. A group's persons are the sum of its
+    first-row marks `__f<S>` where the groups are exactly S and no WHERE can drop a person's first row of
+    one; otherwise the distinct integer surrogates `__pid`.
+    """
+    table = plan.relation.args["from_"].this.alias_or_name
+
+    def own(name: str) -> exp.Column:
+        return exp.column(name, table=_ident(table), quoted=True)
+
+    bound = exp.LTE(this=own(f"__r{prepared.groups}"), expression=exp.Literal.number(bounds.max_rows))
+    select = _plain(plan)
+    where = select.args.get("where")
+    select.set("where", exp.Where(this=exp.and_(bound, where.this, copy=False) if where is not None else bound))
+    units = exp.Sum(this=own(f"__f{prepared.groups}")) if prepared.firsts else exp.Count(
+        this=exp.Distinct(expressions=[own("__pid")]))
+    for named, measure in zip(select.expressions[len(plan.keys):], plan.measures, strict=True):
+        if measure.function == "count_units":
+            if measure.arg is not None:
+                raise ValueError("a prepared bound applies to one table: its persons are the query's units")
+            named.set("this", units.copy())
     return select
 
 

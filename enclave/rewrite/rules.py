@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from enclave.catalog.bounding import Layout
 from enclave.catalog.manifest import ContributionBounds
-from enclave.rewrite.plan import Bounds, Measure, Plan
+from enclave.rewrite.plan import Bounds, Measure, Plan, Prepared
 
 UNITS = "__units"
 CONSENTED = "__consented"  # the per-query table of consented person keys (execute.sandbox creates it)
@@ -21,12 +22,13 @@ CONSENTED = "__consented"  # the per-query table of consented person keys (execu
 
 @dataclass(frozen=True)
 class RewriteContext:
-    """What the rules need besides the plan: the dataset's contribution bounds, the sampling salt, and
-    whether the dataset requires consent."""
+    """What the rules need besides the plan: the dataset's contribution bounds, the sampling salt,
+    whether the dataset requires consent, and the bounding the data version's build prepared."""
 
     contribution: ContributionBounds
     salt: int
     consent_required: bool = False
+    layout: Layout | None = None
 
 
 Rule = Callable[[Plan, RewriteContext], Plan]
@@ -315,9 +317,35 @@ def bound_tables_before_joins(plan: Plan, ctx: RewriteContext) -> Plan:
     return dataclasses.replace(plan, relation=relation)
 
 
+def _bare(node: exp.Expr) -> bool:
+    """Whether a key is a column as it is (through the TRY and parentheses earlier rules added)."""
+    while isinstance(node, (exp.Try, exp.Paren)):
+        node = node.this
+    return isinstance(node, exp.Column)
+
+
+def prepared_bound(plan: Plan, ctx: RewriteContext) -> Prepared | None:
+    """The build's prepared bound for a query of one table grouped by (expressions of) at most two of
+    its dimension columns, prepared for this manifest's bounds; None for any other query."""
+    layout = ctx.layout
+    if layout is None or layout.bounds != ctx.contribution or plan.relation.args.get("joins"):
+        return None
+    table = plan.relation.args["from_"].this
+    if not isinstance(table, exp.Table):
+        return None
+    columns = frozenset(c.name for k in plan.keys for c in k.expr.find_all(exp.Column))
+    groups = layout.group_columns(table.name, columns)
+    if groups is None:
+        return None
+    firsts = not plan.filtered and len(plan.keys) == len(columns) and all(_bare(k.expr) for k in plan.keys)
+    return Prepared(groups, firsts)
+
+
 def bound_contributions(plan: Plan, ctx: RewriteContext) -> Plan:
-    """At most `max_rows_per_unit` rows and `max_groups_per_unit` groups of each person are used."""
-    bounds = Bounds(ctx.contribution.max_rows_per_unit, ctx.contribution.max_groups_per_unit, ctx.salt)
+    """At most `max_rows_per_unit` rows and `max_groups_per_unit` groups of each person are used: by the
+    build's prepared columns where they apply (`prepared_bound`), else per query (rewrite.plan)."""
+    bounds = Bounds(ctx.contribution.max_rows_per_unit, ctx.contribution.max_groups_per_unit, ctx.salt,
+                    prepared_bound(plan, ctx))
     return dataclasses.replace(plan, bounds=bounds)
 
 

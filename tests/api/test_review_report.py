@@ -29,9 +29,10 @@ def test_a_review_report_shows_slots_decisions_cost_and_warnings(service):
     subjects = [d["subject"] for d in report["decisions"]]
     assert subjects[:3] == ["table enrollments", "output school", "output n"]
     assert all(d["rule"] for d in report["decisions"])
-    # the keyed row-order salt is a secret: shown as a slot, never as its value
-    assert "$row_order_key" in report["rewritten_sql"]
-    assert "HASH($row_order_key" in report["rewritten_sql"]
+    # one table grouped by a dimension: the bound is the build's prepared filter, with no salt in it
+    # (a join's per-query bound shows its keyed row-order salt as a slot: tests/templates/test_review.py)
+    assert '"enrollments"."__r_1" <= 12' in report["rewritten_sql"]
+    assert "HASH" not in report["rewritten_sql"]
     salt = sampling_salt(service.settings.secret("sampling"), service.enclave.version("demo").label)
     assert str(salt) not in response.text  # nor anywhere else in the answer
     # the grant caps are 5: 4 runs at 1.5 could use them up; 1.5 is above the default ε 1
