@@ -13,7 +13,8 @@ The worst case: each table of a join keeps at most R rows per person before it i
 joins with at most R rows of every other table, and a left-joined table adds at most R rows per row
 (or one NULL row). The joined rows are therefore at most n_t * R^(k-1) for every inner table t of the
 query (n_t its rows, k the number of tables): the smallest such product is the worst case. A single
-table's worst case is its size. The deadline is `base_seconds + worst / rows_per_second`; a query whose
+table's worst case is its size. The deadline is `base_seconds + worst / rows_per_second`, the throughput
+budgeted for the query's shape (`rows_per_second`); a query whose
 worst case exceeds `max_worst_case_rows` or whose deadline exceeds `timeout_seconds` is refused before
 it runs, with a remedy, and so neither memory nor time can run out in a way the data decides.
 """
@@ -57,8 +58,22 @@ def worst_case_rows(plan: Plan, table_rows: Mapping[str, int], max_rows_per_unit
     return min(table_rows[name] for name in inner) * max_rows_per_unit ** others
 
 
+def rows_per_second(plan: Plan, execution: Execution) -> int:
+    """The engine's budgeted throughput for the shape of the query: the build's prepared filter is one scan
+    (with a distinct count of persons, or without: rewrite.plan._filtered), a per-query bound is windows
+    and hash aggregates per person. The shape is public: it follows from the SQL and the manifest."""
+    prepared = plan.bounds.prepared if plan.bounds is not None else None
+    if prepared is None:
+        return execution.rows_per_second
+    return execution.filtered_rows_per_second if prepared.firsts else execution.distinct_rows_per_second
+
+
 def cost_of(plan: Plan, table_rows: Mapping[str, int], max_rows_per_unit: int, execution: Execution) -> Cost:
     worst = worst_case_rows(plan, table_rows, max_rows_per_unit)
-    deadline = execution.base_seconds + worst / execution.rows_per_second
-    within = worst <= execution.max_worst_case_rows and deadline <= execution.timeout_seconds
+    deadline = execution.base_seconds + worst / rows_per_second(plan, execution)
+    # the memory bound: a shape holding rows or persons (windows, a distinct count) holds at most `worst` of
+    # them; the prepared filter with first-row marks holds one accumulator per group, whatever the rows
+    prepared = plan.bounds.prepared if plan.bounds is not None else None
+    holds_rows = prepared is None or not prepared.firsts
+    within = (worst <= execution.max_worst_case_rows or not holds_rows) and deadline <= execution.timeout_seconds
     return Cost(worst, round(deadline, 3), within)

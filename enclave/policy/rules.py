@@ -115,7 +115,14 @@ class Execution(_Strict):
     threads: PositiveInt
     base_seconds: float = Field(0.2, gt=0, le=60, description="The deadline of a query over no rows: the fixed part.")
     rows_per_second: PositiveInt = Field(1_000_000, description="Worst-case rows the engine is budgeted to get "
-                                         "through per second; set it below what the machine does under load.")
+                                         "through per second where the bound is made per query (a join, or keys "
+                                         "the build did not prepare); set it below what the machine does under load.")
+    filtered_rows_per_second: PositiveInt = Field(50_000_000, description="The same, for a query bounded by the "
+                                                  "build's prepared filter whose persons are first-row marks "
+                                                  "(one scan and a hash aggregate over public keys).")
+    distinct_rows_per_second: PositiveInt = Field(10_000_000, description="The same, for a query bounded by the "
+                                                  "prepared filter whose persons are counted distinct (a WHERE, "
+                                                  "or keys computed from the dimension columns).")
     concurrency: PositiveInt = Field(1, description="Queries the engine runs at once per process. Each holds "
                                      "its slot until its deadline, so a queue's wait depends on deadlines alone.")
     max_worst_case_rows: PositiveInt = Field(5_000_000, description="The most joined rows a query may produce in "

@@ -2,9 +2,10 @@
 
 One SparkSession for the module, on a small demo (2,000 children). Each probe query is checked and
 rewritten by the real stages, then run on both engines; the exact (pre-noise) aggregates must be
-identical. The probes run the rewrite without the two bounding rules: the bounded shape still orders
-rows by DuckDB's hash() and rowid, which Spark refuses (`test_refused_constructs`) until the build
-stores a per-person rank. Every other construct of the executed tree is the one Spark runs.
+identical. The probes run the rewrite without the two bounding rules: a bound made per query orders
+rows by DuckDB's hash() and rowid, which Spark refuses (`test_refused_constructs`); the bound the build
+prepared (one table, at most two dimension keys) is plain filters, run whole on both engines
+(`test_the_prepared_bound_is_identical_on_both_engines`). Every other construct is the one Spark runs.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def test_the_consent_snapshot_restricts_both_engines_alike(engines, manifest: Ma
 
 
 REFUSED = {
-    "bounded_shape": "SELECT COUNT(*) AS n FROM enrollments",  # hash() and rowid
+    "bounded_shape": "SELECT COUNT(*) AS n FROM enrollments",  # bounded per query (no layout): hash() and rowid
     "median_histogram": "SELECT MEDIAN(days_absent) AS m FROM enrollments",  # list / list_aggregate
     "abs": "SELECT COUNT(*) AS n FROM enrollments WHERE ABS(days_absent) > 3",
     "arithmetic_in_a_lazy_branch": "SELECT COUNT(CASE WHEN grade > 0 THEN grade * 2 END) AS n FROM enrollments",
@@ -148,17 +149,42 @@ def test_file_reading_sql_is_off(engines, tmp_path: Path) -> None:
     assert refused.value.code == "execution_failed"
 
 
-def test_the_pipeline_refuses_on_spark_before_spending(tmp_path: Path, engines) -> None:
-    """ENCLAVE_ENGINE=spark: a query with a construct Spark cannot compute identically is refused at
-    prepare (nothing charged). Today that is every bounded query (DuckDB's hash() and rowid order)."""
+PREPARED = {
+    "by_school": "SELECT school, COUNT(*) AS n, AVG(days_absent) AS m FROM enrollments GROUP BY school",
+    "filtered": "SELECT school, COUNT(*) AS n, SUM(days_absent) AS s FROM enrollments WHERE grade > 3 GROUP BY school",
+    "two_keys": "SELECT school_year, grade, COUNT(*) AS n FROM enrollments GROUP BY school_year, grade",
+    "expression_key": "SELECT school_year >= 2022 AS late, COUNT(*) AS n FROM enrollments GROUP BY school_year >= 2022",
+    "no_keys": "SELECT COUNT(*) AS n, SUM(scale_score) AS s FROM assessments",
+}
+
+
+@pytest.mark.parametrize("sql", PREPARED.values(), ids=PREPARED.keys())
+def test_the_prepared_bound_is_identical_on_both_engines(engines, manifest: Manifest, rules: Rules, sql: str) -> None:
+    """The whole rewrite, bound included, where the build prepared it: plain column filters and sums."""
+    duck, spark = engines
+    rewritten = rewrite(check(sql, rules, manifest).query, manifest, 12345, duck.layout())
+    assert rewritten.plan.bounds.prepared is not None
+    assert spark.layout() == duck.layout()
+    expected = duck.execute(duck.sql_of(rewritten))
+    found = spark.execute(spark.sql_of(rewritten))
+    assert found.columns == expected.columns
+    assert canonical(found.rows) == canonical(expected.rows)
+
+
+def test_the_pipeline_on_spark_releases_a_prepared_shape_and_refuses_a_join(tmp_path: Path, engines) -> None:
+    """ENCLAVE_ENGINE=spark: a query bounded by the build's prepared filter is released, naming Spark; a
+    join, bounded per query with DuckDB's hash() and rowid, is refused at prepare (nothing charged)."""
     from enclave.pipeline import Enclave
     from tests import stores
 
     enclave = Enclave(stores.settings(tmp_path, demo_children=2000, engine="spark"))
     try:
         prepared = enclave.prepare("demo", "SELECT school, COUNT(*) AS n FROM enrollments GROUP BY school")
-        assert prepared.rewritten is None
-        assert [v.code for v in prepared.result.violations] == ["engine_unsupported"]
+        assert prepared.rewritten is not None
         assert enclave._sandbox(enclave.version("demo")).name == "spark"
+        joined = enclave.prepare("demo", "SELECT e.school, COUNT(*) AS n FROM enrollments e JOIN assessments a "
+                                 "ON e.person_id = a.person_id GROUP BY e.school")
+        assert joined.rewritten is None
+        assert [v.code for v in joined.result.violations] == ["engine_unsupported"]
     finally:
         enclave.close()
