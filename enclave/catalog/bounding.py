@@ -44,6 +44,11 @@ MAX_SET = 2
 BOUNDING_TABLE = "__bounding"
 
 
+def is_bounding(name: str) -> bool:
+    """Whether a table or column of a build is this module's (`__` names, which a query may never use)."""
+    return name.startswith("__")
+
+
 def sampling_salt(secret: bytes, build: str) -> int:
     """The salt of the row order of a build: keyed by an enclave secret, fixed per build."""
     digest = hmac.new(secret, f"row-order:{build}".encode(), hashlib.sha256).digest()

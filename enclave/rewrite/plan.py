@@ -194,8 +194,9 @@ def _filtered(plan: Plan, bounds: Bounds, prepared: Prepared) -> exp.Select:
     select = _plain(plan)
     where = select.args.get("where")
     select.set("where", exp.Where(this=exp.and_(bound, where.this, copy=False) if where is not None else bound))
-    units = exp.Sum(this=own(f"__f{prepared.groups}")) if prepared.firsts else exp.Count(
-        this=exp.Distinct(expressions=[own("__pid")]))
+    # COALESCE: a query without keys over no rows (nobody consented) has 0 persons, not NULL
+    units = exp.Coalesce(this=exp.Sum(this=own(f"__f{prepared.groups}")), expressions=[exp.Literal.number(0)]) if (
+        prepared.firsts) else exp.Count(this=exp.Distinct(expressions=[own("__pid")]))
     for named, measure in zip(select.expressions[len(plan.keys):], plan.measures, strict=True):
         if measure.function == "count_units":
             if measure.arg is not None:

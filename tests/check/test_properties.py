@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from sqlglot import exp
 
+from enclave.catalog import bounding
 from enclave.catalog.manifest import Manifest, load_manifest
 from enclave.check import CODES, CheckResult, check, recheck
 from enclave.execute.sandbox import ExecutionError
@@ -433,6 +434,7 @@ def unbound() -> Iterator[duckdb.DuckDBPyConnection]:
         for name, table in MANIFEST.tables.items():
             columns = ", ".join(f'"{column}" {spec.type}' for column, spec in table.columns.items())
             connection.execute(f'CREATE TABLE "{name}" ({columns})')
+        bounding.prepare(connection, MANIFEST, 0)  # the build's bounding columns, which rewritten queries read
         connection.execute("SET error_on_division_by_zero = false")
         connection.execute("SET disabled_optimizers = 'common_subexpressions'")
         yield connection
