@@ -108,9 +108,9 @@ def kept(connection: duckdb.DuckDBPyConnection, rules, manifest, salt: int) -> C
     return cells
 
 
-def test_a_person_over_a_bound_keeps_their_largest_groups_then_rows(persons, rules, manifest):
-    bounds = manifest.contribution_bounds
-    cells = kept(persons, rules, manifest, SALT)
+def assert_largest_groups_then_rows(cells: Cells, bounds) -> None:
+    """Each person of PERSONS kept min(R, rows of their G largest groups), in at most G groups, each of
+    them among the G largest."""
     for person, schools in PERSONS.items():
         sizes = Counter(schools)
         largest = sorted(sizes.values(), reverse=True)[:bounds.max_groups_per_unit]
@@ -118,6 +118,10 @@ def test_a_person_over_a_bound_keeps_their_largest_groups_then_rows(persons, rul
         assert sum(n for n, _ in mine.values()) == min(bounds.max_rows_per_unit, sum(largest)), person
         assert len(mine) <= bounds.max_groups_per_unit, person
         assert all(sizes[school] >= largest[-1] and n <= sizes[school] for school, (n, _) in mine.items()), person
+
+
+def test_a_person_over_a_bound_keeps_their_largest_groups_then_rows(persons, rules, manifest):
+    assert_largest_groups_then_rows(kept(persons, rules, manifest, SALT), manifest.contribution_bounds)
 
 
 def test_the_finding_rows_cut_before_groups_kept_too_few(persons, rules, manifest):

@@ -10,7 +10,6 @@ every row.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 
 import duckdb
 import pytest
@@ -19,7 +18,7 @@ from enclave.catalog import bounding
 from enclave.check import check
 from enclave.rewrite import rewrite
 from enclave.rewrite.plan import Prepared, build
-from tests.rewrite.test_bounds import BY_SCHOOL, PERSONS, Cells
+from tests.rewrite.test_bounds import BY_SCHOOL, PERSONS, Cells, assert_largest_groups_then_rows
 
 SALT = 7
 
@@ -88,15 +87,7 @@ def test_a_build_prepared_for_other_bounds_is_not_used(persons, rules, manifest)
 
 
 def test_a_person_over_a_bound_keeps_their_largest_groups_then_rows(persons, rules, manifest):
-    bounds = manifest.contribution_bounds
-    cells = kept(persons, rules, manifest)
-    for person, schools in PERSONS.items():
-        sizes = Counter(schools)
-        largest = sorted(sizes.values(), reverse=True)[:bounds.max_groups_per_unit]
-        mine = cells[person]
-        assert sum(n for n, _ in mine.values()) == min(bounds.max_rows_per_unit, sum(largest)), person
-        assert len(mine) <= bounds.max_groups_per_unit, person
-        assert all(sizes[school] >= largest[-1] and n <= sizes[school] for school, (n, _) in mine.items()), person
+    assert_largest_groups_then_rows(kept(persons, rules, manifest), manifest.contribution_bounds)
 
 
 def test_the_finding_rows_cut_before_groups_kept_too_few(persons, rules, manifest):
