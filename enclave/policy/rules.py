@@ -117,10 +117,10 @@ class Execution(_Strict):
     rows_per_second: PositiveInt = Field(1_000_000, description="Worst-case rows the engine is budgeted to get "
                                          "through per second where the bound is made per query (a join, or keys "
                                          "the build did not prepare); set it below what the machine does under load.")
-    filtered_rows_per_second: PositiveInt = Field(50_000_000, description="The same, for a query bounded by the "
+    filtered_rows_per_second: PositiveInt = Field(10_000_000, description="The same, for a query bounded by the "
                                                   "build's prepared filter whose persons are first-row marks "
                                                   "(one scan and a hash aggregate over public keys).")
-    distinct_rows_per_second: PositiveInt = Field(10_000_000, description="The same, for a query bounded by the "
+    distinct_rows_per_second: PositiveInt = Field(4_000_000, description="The same, for a query bounded by the "
                                                   "prepared filter whose persons are counted distinct (a WHERE, "
                                                   "or keys computed from the dimension columns).")
     concurrency: PositiveInt = Field(1, description="Queries the engine runs at once per process. Each holds "
