@@ -207,16 +207,19 @@ class SparkEngine:
         self._parquet = export_parquet(database)
         self._tables = sorted(p.name for p in self._parquet.iterdir() if p.is_dir())
         self._table_rows: dict[str, int] | None = None
+        self._layout: Layout | bool | None = False  # False: not read yet
 
     def sql_of(self, rewritten: RewrittenQuery) -> str:
         return render(rewritten.tree())
 
     def layout(self) -> Layout | None:
-        """The bounding the build prepared, read from the version's DuckDB file (attached read-only)."""
-        with duckdb.connect(":memory:") as connection:
-            connection.execute("ATTACH ? AS build (READ_ONLY)", [str(self.database)])
-            connection.execute("USE build")
-            return read_layout(connection)
+        """The bounding the build prepared, read once from the version's DuckDB file (attached read-only)."""
+        if self._layout is False:
+            with duckdb.connect(":memory:") as connection:
+                connection.execute("ATTACH ? AS build (READ_ONLY)", [str(self.database)])
+                connection.execute("USE build")
+                self._layout = read_layout(connection)
+        return self._layout
 
     def _query_session(self, consented: Sequence[str] | None) -> SparkSession:
         """A child session (shares the SparkContext, not temp views or SQL settings) with the tables."""
